@@ -67,7 +67,12 @@ func TestValidate(t *testing.T) {
 		{"two idps", func(c *Serve) { c.DevLogin = true; c.UpstreamIssuer = "https://idp" }, "choose one"},
 		{"http public non-loopback", func(c *Serve) { c.DevLogin = true; c.PublicURL = "http://example.com" }, "use https"},
 		{"public url with path", func(c *Serve) { c.DevLogin = true; c.PublicURL = "https://example.com/x" }, "origin without path"},
-		{"cimd switch needs dev", func(c *Serve) { c.UpstreamIssuer = "https://i"; c.UpstreamClientID = "c"; c.UpstreamClientSecret = "s"; c.AllowLoopbackCIMD = true }, "needs --dev"},
+		{"cimd switch needs dev", func(c *Serve) {
+			c.UpstreamIssuer = "https://i"
+			c.UpstreamClientID = "c"
+			c.UpstreamClientSecret = "s"
+			c.AllowLoopbackCIMD = true
+		}, "needs --dev"},
 		{"kv secret needs vault", func(c *Serve) { c.DevLogin = true; c.FunctionKeySecret = "fk" }, "MCPGATE_KEYVAULT_URL"},
 	}
 	for _, tc := range cases {
