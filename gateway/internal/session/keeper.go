@@ -1,0 +1,95 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+)
+
+// DefaultReloadInterval is how often a Keeper reloads the ring when no interval is given.
+const DefaultReloadInterval = time.Minute
+
+// Keeper holds the current ring and reloads it periodically from a load function (a file or a
+// Key Vault secret). A failed reload keeps the last good ring. It is safe for concurrent use.
+type Keeper struct {
+	load     func(context.Context) ([]byte, error)
+	interval time.Duration
+	logger   *slog.Logger
+	ring     atomic.Pointer[Ring]
+	lastErr  atomic.Pointer[error]
+}
+
+// NewKeeper loads the ring once (that load must succeed) and returns a Keeper. interval ≤ 0
+// means DefaultReloadInterval; a nil logger discards logs. Call Run to keep it fresh.
+func NewKeeper(ctx context.Context, load func(context.Context) ([]byte, error), interval time.Duration, logger *slog.Logger) (*Keeper, error) {
+	if load == nil {
+		return nil, errors.New("session keeper: nil load function")
+	}
+	if interval <= 0 {
+		interval = DefaultReloadInterval
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	k := &Keeper{load: load, interval: interval, logger: logger}
+	if err := k.Reload(ctx); err != nil {
+		return nil, err
+	}
+	return k, nil
+}
+
+// NewStaticKeeper returns a Keeper that always holds r (for tests and fixed setups).
+func NewStaticKeeper(r *Ring) *Keeper {
+	k := &Keeper{interval: DefaultReloadInterval, logger: slog.New(slog.DiscardHandler)}
+	k.ring.Store(r)
+	k.load = func(context.Context) ([]byte, error) { return r.Marshal() }
+	return k
+}
+
+// Ring returns the current ring (never nil once NewKeeper succeeded).
+func (k *Keeper) Ring() *Ring { return k.ring.Load() }
+
+// Loaded reports whether a ring is loaded (readiness).
+func (k *Keeper) Loaded() bool { return k.ring.Load() != nil }
+
+// Reload loads and parses the ring now; on success it replaces the current ring, on failure
+// it keeps the current one and returns the error (which never contains key material).
+func (k *Keeper) Reload(ctx context.Context) error {
+	doc, err := k.load(ctx)
+	if err != nil {
+		err = fmt.Errorf("load session key ring: %w", err)
+		k.lastErr.Store(&err)
+		return err
+	}
+	r, err := ParseRing(doc)
+	if err != nil {
+		k.lastErr.Store(&err)
+		return err
+	}
+	old := k.ring.Swap(r)
+	k.lastErr.Store(nil)
+	if old == nil || old.ActiveID() != r.ActiveID() || len(old.keys) != len(r.keys) {
+		k.logger.Info("session key ring loaded", "active_kid", r.ActiveID(), "keys", len(r.keys))
+	}
+	return nil
+}
+
+// Run reloads the ring every interval until ctx ends. Failures are logged (without secrets)
+// and the last good ring stays in use.
+func (k *Keeper) Run(ctx context.Context) {
+	t := time.NewTicker(k.interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := k.Reload(ctx); err != nil && ctx.Err() == nil {
+				k.logger.Warn("session key ring reload failed; keeping the last good ring", "err", err)
+			}
+		}
+	}
+}
