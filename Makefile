@@ -18,6 +18,7 @@ run: build ## start the local stack (function app + gateway) in the foreground; 
 build: ## build the binaries into ./bin
 	@mkdir -p $(BIN)
 	$(GO) build -o $(BIN)/handler ./functionapp/cmd/handler
+	$(GO) build -o $(BIN)/mcpgate ./gateway/cmd/mcpgate
 
 test: npm lint unit fuzz ## run every check and test (what CI runs)
 
