@@ -1,0 +1,71 @@
+// Package telemetry sets up the gateway's observability: slog JSON logs with a request id,
+// a Prometheus registry with HTTP request metrics, and OpenTelemetry traces and metrics over
+// OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set. Nothing here ever records a header value other
+// than the request id: tokens, keys and cookies stay out of logs and metrics.
+package telemetry
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"io"
+	"log/slog"
+	"net/http"
+)
+
+// NewLogger returns a JSON slog logger writing to w at level.
+func NewLogger(w io.Writer, level slog.Leveler) *slog.Logger {
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
+}
+
+// RequestIDHeader carries the request id in responses (and is accepted from a trusted front end
+// when it is well formed).
+const RequestIDHeader = "X-Request-Id"
+
+type requestIDKey struct{}
+
+// NewRequestID returns 16 random hex digits.
+func NewRequestID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// WithRequestID returns ctx carrying id.
+func WithRequestID(ctx context.Context, id string) context.Context {
+	return context.WithValue(ctx, requestIDKey{}, id)
+}
+
+// RequestIDFrom returns the request id in ctx, or "".
+func RequestIDFrom(ctx context.Context) string {
+	id, _ := ctx.Value(requestIDKey{}).(string)
+	return id
+}
+
+// validRequestID accepts 8–64 characters of [A-Za-z0-9._-] (what front ends such as Azure
+// Container Apps or nginx generate); anything else is replaced by our own id.
+func validRequestID(s string) bool {
+	if len(s) < 8 || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+// RequestID is middleware that gives every request an id (the incoming X-Request-Id when it
+// is well formed, else a new one), stores it in the context and echoes it in the response.
+func RequestID(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := r.Header.Get(RequestIDHeader)
+		if !validRequestID(id) {
+			id = NewRequestID()
+		}
+		w.Header().Set(RequestIDHeader, id)
+		next.ServeHTTP(w, r.WithContext(WithRequestID(r.Context(), id)))
+	})
+}

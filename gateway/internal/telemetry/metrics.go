@@ -1,0 +1,141 @@
+package telemetry
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// NewRegistry returns a Prometheus registry with the Go runtime and process collectors.
+func NewRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+// MetricsHandler serves reg at /metrics (mount it on the private metrics listener only).
+func MetricsHandler(reg *prometheus.Registry) http.Handler {
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
+}
+
+// HTTPMetrics counts requests and observes their latency per endpoint, method and status.
+type HTTPMetrics struct {
+	requests *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
+}
+
+// NewHTTPMetrics registers mcpgate_http_requests_total and mcpgate_http_request_duration_seconds
+// with reg (nil: not registered, still usable).
+func NewHTTPMetrics(reg prometheus.Registerer) *HTTPMetrics {
+	m := &HTTPMetrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mcpgate_http_requests_total",
+			Help: "HTTP requests by endpoint, method and status.",
+		}, []string{"endpoint", "method", "status"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "mcpgate_http_request_duration_seconds",
+			Help:    "HTTP request latency (until the handler returns; for streams, the stream's life) by endpoint and status.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 120},
+		}, []string{"endpoint", "status"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.requests, m.latency)
+	}
+	return m
+}
+
+// Observe records one finished request.
+func (m *HTTPMetrics) Observe(endpoint, method string, status int, d time.Duration) {
+	s := statusLabel(status)
+	m.requests.WithLabelValues(endpoint, normMethod(method), s).Inc()
+	m.latency.WithLabelValues(endpoint, s).Observe(d.Seconds())
+}
+
+// Middleware wraps next, recording its requests under endpoint.
+func (m *HTTPMetrics) Middleware(endpoint string, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := NewStatusWriter(w)
+		next.ServeHTTP(sw, r)
+		m.Observe(endpoint, r.Method, sw.Status(), time.Since(start))
+	})
+}
+
+// normMethod keeps label cardinality bounded.
+func normMethod(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodPost, http.MethodDelete, http.MethodOptions, http.MethodHead, http.MethodPut, http.MethodPatch:
+		return m
+	}
+	return "other"
+}
+
+var statusLabels = func() [600]string {
+	var s [600]string
+	for i := range s {
+		s[i] = strconv.Itoa(i)
+	}
+	return s
+}()
+
+func statusLabel(code int) string {
+	if code >= 100 && code < len(statusLabels) {
+		return statusLabels[code]
+	}
+	return "other"
+}
+
+// StatusWriter records the status and byte count written through it. It keeps Flush and
+// Unwrap working so http.ResponseController and streaming still reach the real writer.
+type StatusWriter struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+}
+
+// NewStatusWriter wraps w.
+func NewStatusWriter(w http.ResponseWriter) *StatusWriter { return &StatusWriter{ResponseWriter: w} }
+
+// WriteHeader records code and passes it on.
+func (s *StatusWriter) WriteHeader(code int) {
+	if s.status == 0 && code >= 200 {
+		s.status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+// Write passes b on, recording an implicit 200.
+func (s *StatusWriter) Write(b []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	n, err := s.ResponseWriter.Write(b)
+	s.bytes += int64(n)
+	return n, err
+}
+
+// Flush flushes the underlying writer when it can.
+func (s *StatusWriter) Flush() {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	_ = http.NewResponseController(s.ResponseWriter).Flush()
+}
+
+// Unwrap returns the underlying writer (for http.ResponseController).
+func (s *StatusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// Status is the status sent (200 if the handler wrote nothing).
+func (s *StatusWriter) Status() int {
+	if s.status == 0 {
+		return http.StatusOK
+	}
+	return s.status
+}
+
+// Bytes is the number of body bytes written.
+func (s *StatusWriter) Bytes() int64 { return s.bytes }

@@ -1,0 +1,139 @@
+package telemetry
+
+import (
+	"bytes"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+func TestRequestID(t *testing.T) {
+	var seen string
+	h := RequestID(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { seen = RequestIDFrom(r.Context()) }))
+	for _, tc := range []struct{ in, want string }{
+		{"abcdefgh-1234", "abcdefgh-1234"},
+		{"short", ""},
+		{"bad id with spaces", ""},
+		{"", ""},
+	} {
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest(http.MethodGet, "/", nil)
+		if tc.in != "" {
+			req.Header.Set(RequestIDHeader, tc.in)
+		}
+		h.ServeHTTP(rec, req)
+		got := rec.Header().Get(RequestIDHeader)
+		if got != seen || got == "" {
+			t.Fatalf("in %q: header %q, context %q", tc.in, got, seen)
+		}
+		if tc.want != "" && got != tc.want {
+			t.Fatalf("in %q: got %q", tc.in, got)
+		}
+		if tc.want == "" && (got == tc.in || len(got) != 16) {
+			t.Fatalf("in %q: kept or malformed id %q", tc.in, got)
+		}
+	}
+}
+
+func TestLoggerIsJSON(t *testing.T) {
+	var buf bytes.Buffer
+	NewLogger(&buf, slog.LevelInfo).Info("hello", "request_id", "x")
+	var m map[string]any
+	if err := json.Unmarshal(buf.Bytes(), &m); err != nil || m["msg"] != "hello" {
+		t.Fatalf("log line %q: %v", buf.String(), err)
+	}
+}
+
+func TestHTTPMetricsAndStatusWriter(t *testing.T) {
+	reg := NewRegistry()
+	m := NewHTTPMetrics(reg)
+	h := m.Middleware("/mcp", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := http.NewResponseController(w).SetWriteDeadline(time.Time{}); err != nil {
+			t.Errorf("ResponseController through StatusWriter: %v", err)
+		}
+		w.WriteHeader(http.StatusAccepted)
+		w.(http.Flusher).Flush()
+	}))
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	resp, err := http.Post(srv.URL, "application/json", strings.NewReader("{}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if got := testutil.ToFloat64(m.requests.WithLabelValues("/mcp", "POST", "202")); got != 1 {
+		t.Fatalf("requests{202} = %v", got)
+	}
+	rec := httptest.NewRecorder()
+	MetricsHandler(reg).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	if !strings.Contains(rec.Body.String(), `mcpgate_http_request_duration_seconds_count{endpoint="/mcp",status="202"} 1`) {
+		t.Fatalf("metrics output lacks the histogram:\n%s", rec.Body.String())
+	}
+	if normMethod("BREW") != "other" || statusLabel(42) != "other" {
+		t.Fatal("label normalisation")
+	}
+}
+
+func TestOTelDisabledIsIdentity(t *testing.T) {
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "")
+	t.Setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "")
+	t.Setenv("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "")
+	o, err := SetupOTel(t.Context(), "mcpgate", "test")
+	if err != nil || o.Enabled() {
+		t.Fatalf("SetupOTel = %v, enabled %v", err, o.Enabled())
+	}
+	h := http.NotFoundHandler()
+	if o.Transport(http.DefaultTransport) != http.DefaultTransport {
+		t.Fatal("disabled Transport wrapped")
+	}
+	_ = o.Handler(h, "x")
+}
+
+func TestOTelExportsTraces(t *testing.T) {
+	var traces, traceparent atomic.Int32
+	collector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/traces" {
+			traces.Add(1)
+		}
+		w.WriteHeader(http.StatusOK)
+	}))
+	defer collector.Close()
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Traceparent") != "" {
+			traceparent.Add(1)
+		}
+	}))
+	defer backend.Close()
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector.URL)
+	o, err := SetupOTel(t.Context(), "mcpgate", "test")
+	if err != nil || !o.Enabled() {
+		t.Fatalf("SetupOTel = %v", err)
+	}
+	client := &http.Client{Transport: o.Transport(http.DefaultTransport)}
+	front := httptest.NewServer(o.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		req, _ := http.NewRequestWithContext(r.Context(), http.MethodGet, backend.URL, nil)
+		resp, err := client.Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+	}), "mcp"))
+	defer front.Close()
+	resp, err := http.Get(front.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if err := o.Shutdown(t.Context()); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if traceparent.Load() != 1 || traces.Load() == 0 {
+		t.Fatalf("traceparent forwarded %d times, trace exports %d", traceparent.Load(), traces.Load())
+	}
+}
