@@ -3,87 +3,342 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
 	"time"
 
+	"github.com/go-redis/redis_rate/v10"
 	"github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/auth"
 )
 
 // RedisOptions configures NewRedis.
 type RedisOptions struct {
-	// URL is a redis:// or rediss:// URL (redis.ParseURL syntax).
+	// URL is a redis:// or rediss:// URL (redis.ParseURL syntax), for example
+	// "redis://127.0.0.1:6379/0" or "rediss://name.region.redis.azure.net:10000".
 	URL string
-	// StreamingCredentialsProvider, when set, authenticates connections (for example
-	// go-redis-entraid's provider for Azure Managed Redis with Entra ID).
+	// StreamingCredentialsProvider, when set, authenticates connections and re-authenticates
+	// them when the credentials change (go-redis-entraid's provider for Azure Managed Redis
+	// with Entra ID). It replaces any user and password from the URL.
 	StreamingCredentialsProvider auth.StreamingCredentialsProvider
 	// Configure, when set, may adjust the parsed options before the client is created.
 	Configure func(*redis.Options)
+	// Logger receives connection-state logs of subscriptions (never secrets). Nil discards.
+	Logger *slog.Logger
 }
 
 // Redis is the Store backed by a Redis server (go-redis v9).
 type Redis struct {
 	client *redis.Client
+	logger *slog.Logger
 }
 
-// NewRedis connects to Redis as opts say and pings it once.
+// NewRedis connects to Redis as opts say and pings it once; a failed ping is an error (the
+// caller decides whether to start anyway).
 func NewRedis(ctx context.Context, opts RedisOptions) (*Redis, error) {
-	return nil, errors.New("store: redis not implemented yet")
+	o, err := redis.ParseURL(opts.URL)
+	if err != nil {
+		// ParseURL errors can quote the URL, which may hold a password.
+		return nil, errors.New("store: MCPGATE_REDIS_URL is not a valid redis:// or rediss:// URL")
+	}
+	if opts.StreamingCredentialsProvider != nil {
+		o.Username, o.Password = "", ""
+		o.StreamingCredentialsProvider = opts.StreamingCredentialsProvider
+	}
+	if opts.Configure != nil {
+		opts.Configure(o)
+	}
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	r := &Redis{client: redis.NewClient(o), logger: logger}
+	if err := r.Ping(ctx); err != nil {
+		_ = r.client.Close()
+		return nil, err
+	}
+	return r, nil
+}
+
+// NewRedisFromClient wraps an existing go-redis client.
+func NewRedisFromClient(c *redis.Client, logger *slog.Logger) *Redis {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Redis{client: c, logger: logger}
 }
 
 // Client returns the underlying go-redis client (for redis_rate and health checks).
 func (r *Redis) Client() *redis.Client { return r.client }
 
+func wrap(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("store: redis %s: %w", op, err)
+}
+
 // Get implements Store.
-func (r *Redis) Get(ctx context.Context, key string) ([]byte, error) { return nil, errTODO }
+func (r *Redis) Get(ctx context.Context, key string) ([]byte, error) {
+	b, err := r.client.Get(ctx, key).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, ErrNotFound
+	}
+	return b, wrap("GET", err)
+}
 
 // Set implements Store.
 func (r *Redis) Set(ctx context.Context, key string, val []byte, ttl time.Duration) error {
-	return errTODO
+	return wrap("SET", r.client.Set(ctx, key, val, ttlArg(ttl)).Err())
+}
+
+func ttlArg(ttl time.Duration) time.Duration {
+	if ttl <= 0 {
+		return 0
+	}
+	return ttl
 }
 
 // SetNX implements Store.
 func (r *Redis) SetNX(ctx context.Context, key string, val []byte, ttl time.Duration) (bool, error) {
-	return false, errTODO
+	ok, err := r.client.SetNX(ctx, key, val, ttlArg(ttl)).Result()
+	return ok, wrap("SET NX", err)
 }
 
-// GetDel implements Store.
-func (r *Redis) GetDel(ctx context.Context, key string) ([]byte, error) { return nil, errTODO }
+// GetDel implements Store (Redis ≥ 6.2).
+func (r *Redis) GetDel(ctx context.Context, key string) ([]byte, error) {
+	b, err := r.client.GetDel(ctx, key).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, ErrNotFound
+	}
+	return b, wrap("GETDEL", err)
+}
 
 // Del implements Store.
-func (r *Redis) Del(ctx context.Context, keys ...string) error { return errTODO }
+func (r *Redis) Del(ctx context.Context, keys ...string) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	// One DEL per key keeps every command on one slot (Redis Cluster / Enterprise clustering).
+	_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, k := range keys {
+			p.Del(ctx, k)
+		}
+		return nil
+	})
+	return wrap("DEL", err)
+}
 
-// SAdd implements Store.
+// SAdd implements Store: SADD, then EXPIRE ttl (in one MULTI) when ttl > 0, so the set
+// lives ttl after its latest addition.
 func (r *Redis) SAdd(ctx context.Context, key, member string, ttl time.Duration) error {
-	return errTODO
+	_, err := r.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.SAdd(ctx, key, member)
+		if ttl > 0 {
+			p.PExpire(ctx, key, ttl)
+		}
+		return nil
+	})
+	return wrap("SADD", err)
 }
 
 // SRem implements Store.
-func (r *Redis) SRem(ctx context.Context, key, member string) error { return errTODO }
+func (r *Redis) SRem(ctx context.Context, key, member string) error {
+	return wrap("SREM", r.client.SRem(ctx, key, member).Err())
+}
 
 // SMembers implements Store.
-func (r *Redis) SMembers(ctx context.Context, key string) ([]string, error) { return nil, errTODO }
+func (r *Redis) SMembers(ctx context.Context, key string) ([]string, error) {
+	m, err := r.client.SMembers(ctx, key).Result()
+	return m, wrap("SMEMBERS", err)
+}
 
 // Publish implements Store.
-func (r *Redis) Publish(ctx context.Context, channel string, msg []byte) error { return errTODO }
-
-// Subscribe implements Store.
-func (r *Redis) Subscribe(ctx context.Context, channel string) (Subscription, error) {
-	return nil, errTODO
+func (r *Redis) Publish(ctx context.Context, channel string, msg []byte) error {
+	return wrap("PUBLISH", r.client.Publish(ctx, channel, msg).Err())
 }
 
 // Ping implements Store.
-func (r *Redis) Ping(ctx context.Context) error { return errTODO }
+func (r *Redis) Ping(ctx context.Context) error {
+	return wrap("PING", r.client.Ping(ctx).Err())
+}
 
 // Close implements Store.
-func (r *Redis) Close() error { return nil }
+func (r *Redis) Close() error { return r.client.Close() }
 
-// RedisLimiter is the Limiter backed by github.com/go-redis/redis_rate (GCRA in Redis).
-type RedisLimiter struct{}
+// Subscription timings: how long a quiet connection waits before a health-check PING, and
+// the bounds of the reconnect backoff while Redis is down.
+const (
+	subHealthInterval = 500 * time.Millisecond
+	subBackoffMin     = 50 * time.Millisecond
+	subBackoffMax     = 500 * time.Millisecond
+)
+
+// Subscribe implements Store. It never fails because Redis is down: the subscription starts
+// unconfirmed, reports true on State once Redis confirms it and false whenever the connection
+// drops (detected by a failed read or an unanswered health-check PING within about a second),
+// and resubscribes by itself.
+func (r *Redis) Subscribe(ctx context.Context, channel string) (Subscription, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	s := &redisSub{
+		r:       r,
+		channel: channel,
+		msgs:    make(chan []byte, 256),
+		state:   make(chan bool, 4),
+		cancel:  cancel,
+		done:    make(chan struct{}),
+	}
+	go s.loop(ctx)
+	return s, nil
+}
+
+type redisSub struct {
+	r       *Redis
+	channel string
+	msgs    chan []byte
+	state   chan bool
+	cancel  context.CancelFunc
+	done    chan struct{}
+	once    sync.Once
+
+	mu sync.Mutex
+	ps *redis.PubSub // current go-redis subscription, replaced on reconnect
+}
+
+// closePS closes the current go-redis subscription, if any.
+func (s *redisSub) closePS() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ps != nil {
+		_ = s.ps.Close()
+		s.ps = nil
+	}
+}
+
+// swap replaces the current go-redis subscription (closing the old one) and returns the new.
+func (s *redisSub) swap(ctx context.Context) *redis.PubSub {
+	s.closePS()
+	if ctx.Err() != nil {
+		return nil
+	}
+	ps := s.r.client.Subscribe(ctx, s.channel)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ps = ps
+	return ps
+}
+
+func (s *redisSub) Messages() <-chan []byte { return s.msgs }
+func (s *redisSub) State() <-chan bool      { return s.state }
+
+// Close ends the subscription and waits for its goroutine.
+func (s *redisSub) Close() error {
+	s.once.Do(func() {
+		s.cancel()
+		// Closing the connection unblocks a pending read at once.
+		s.closePS()
+		<-s.done
+	})
+	return nil
+}
+
+func (s *redisSub) loop(ctx context.Context) {
+	defer close(s.done)
+	defer close(s.msgs)
+	defer close(s.state)
+	up := false
+	setState := func(v bool) {
+		if v != up {
+			up = v
+			sendState(s.state, v)
+			if v {
+				s.r.logger.Info("redis subscription up", "channel", s.channel)
+			} else {
+				s.r.logger.Warn("redis subscription down", "channel", s.channel)
+			}
+		}
+	}
+	ps := s.swap(ctx)
+	defer s.closePS()
+	if ps == nil {
+		return
+	}
+	backoff := subBackoffMin
+	pingPending := false
+	for ctx.Err() == nil {
+		msg, err := ps.ReceiveTimeout(ctx, subHealthInterval)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				if !pingPending {
+					pingPending = true
+					if err := ps.Ping(ctx); err == nil {
+						continue
+					}
+				}
+				// No answer to the health check: the connection is dead or stuck.
+				// Start over with a fresh connection.
+				setState(false)
+				if ps = s.swap(ctx); ps == nil {
+					return
+				}
+				pingPending = false
+				continue
+			}
+			setState(false)
+			pingPending = false
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(backoff*2, subBackoffMax)
+			continue
+		}
+		backoff = subBackoffMin
+		pingPending = false
+		switch m := msg.(type) {
+		case *redis.Subscription:
+			if m.Kind == "subscribe" && m.Channel == s.channel {
+				setState(true)
+			}
+		case *redis.Message:
+			select {
+			case s.msgs <- []byte(m.Payload):
+			case <-ctx.Done():
+				return
+			}
+		case *redis.Pong:
+		}
+	}
+}
+
+// RedisLimiter is the Limiter backed by github.com/go-redis/redis_rate (GCRA in Redis, shared by
+// every replica). It stores its state under "rate:" + key.
+type RedisLimiter struct{ l *redis_rate.Limiter }
 
 // NewRedisLimiter returns a limiter sharing r's connection.
-func NewRedisLimiter(r *Redis) *RedisLimiter { return &RedisLimiter{} }
+func NewRedisLimiter(r *Redis) *RedisLimiter {
+	return &RedisLimiter{l: redis_rate.NewLimiter(r.client)}
+}
 
-// Allow implements Limiter.
+// Allow implements Limiter. A Redis error is returned as is (the caller fails closed).
 func (l *RedisLimiter) Allow(ctx context.Context, key string, limit Limit) (Result, error) {
-	return Result{}, errTODO
+	if err := limit.validate(); err != nil {
+		return Result{}, err
+	}
+	res, err := l.l.Allow(ctx, key, redis_rate.Limit{Rate: limit.Rate, Burst: limit.Burst, Period: limit.Period})
+	if err != nil {
+		return Result{}, wrap("rate limit", err)
+	}
+	out := Result{Allowed: res.Allowed > 0, Remaining: res.Remaining}
+	if !out.Allowed {
+		out.RetryAfter = max(res.RetryAfter, time.Millisecond)
+	}
+	return out, nil
 }
