@@ -153,7 +153,7 @@ func Run(t *testing.T, newStore func(t *testing.T) storage.Store) {
 						v = vb
 					}
 					if err := s.Put(ctx, "race", v); err != nil {
-						errs <- fmt.Errorf("Put: %w", err)
+						errs <- fmt.Errorf("put: %w", err)
 						return
 					}
 				}
@@ -164,7 +164,7 @@ func Run(t *testing.T, newStore func(t *testing.T) storage.Store) {
 				for range 20 {
 					got, err := s.Get(ctx, "race")
 					if err != nil {
-						errs <- fmt.Errorf("Get: %w", err)
+						errs <- fmt.Errorf("get: %w", err)
 						return
 					}
 					if !bytes.Equal(got, va) && !bytes.Equal(got, vb) {
