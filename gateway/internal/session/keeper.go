@@ -93,3 +93,11 @@ func (k *Keeper) Run(ctx context.Context) {
 		}
 	}
 }
+
+// LastError returns the error of the latest reload, or nil if it succeeded.
+func (k *Keeper) LastError() error {
+	if e := k.lastErr.Load(); e != nil {
+		return *e
+	}
+	return nil
+}

@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"time"
 )
@@ -153,6 +154,9 @@ func ParseRing(doc []byte) (*Ring, error) {
 // sanitizeJSONErr drops error texts that could echo key material (base64 errors quote input
 // offsets only, but syntax errors are kept generic to be safe).
 func sanitizeJSONErr(err error) error {
+	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+		return errors.New("invalid JSON: unexpected end of input")
+	}
 	var se *json.SyntaxError
 	if errors.As(err, &se) {
 		return fmt.Errorf("invalid JSON at offset %d", se.Offset)

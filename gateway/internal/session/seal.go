@@ -38,11 +38,11 @@ const (
 	expirySize   = 8
 	// MaxTokenLen is the longest token (in characters) that Open accepts and Seal produces.
 	MaxTokenLen = 4096
-	maxRawLen   = MaxTokenLen * 3 / 4
 	maxADLen    = 128 + 2 + maxKIDLen + nonceSize
 )
 
-var b64 = base64.RawURLEncoding
+// b64 is strict so that every token has exactly one encoding.
+var b64 = base64.RawURLEncoding.Strict()
 
 // Seal encrypts payload for purpose p with the active key and returns a compact URL-safe token:
 //
@@ -84,12 +84,15 @@ func (r *Ring) Open(p Purpose, token string, now time.Time) ([]byte, error) {
 	if len(token) > MaxTokenLen || len(p) > 128 {
 		return nil, ErrInvalidToken
 	}
-	var rawBuf [maxRawLen]byte
-	n, err := b64.Decode(rawBuf[:], []byte(token))
+	// One allocation holds the decoded token followed by the associated data; the plaintext is
+	// decrypted in place.
+	dl := b64.DecodedLen(len(token))
+	buf := make([]byte, dl+len(p)+1+2+maxKIDLen+nonceSize)
+	n, err := b64.Decode(buf[:dl], []byte(token))
 	if err != nil {
 		return nil, ErrInvalidToken
 	}
-	raw := rawBuf[:n]
+	raw := buf[:n]
 	if len(raw) < 2 || raw[0] != tokenVersion {
 		return nil, ErrInvalidToken
 	}
@@ -102,9 +105,8 @@ func (r *Ring) Open(p Purpose, token string, now time.Time) ([]byte, error) {
 	if !ok {
 		return nil, ErrInvalidToken
 	}
-	var adBuf [maxADLen]byte
-	ad := appendAD(adBuf[:0], p, raw[:hdrLen])
-	pt, err := k.aead.Open(nil, raw[2+kl:hdrLen], raw[hdrLen:], ad)
+	ad := appendAD(buf[dl:dl], p, raw[:hdrLen])
+	pt, err := k.aead.Open(raw[hdrLen:hdrLen], raw[2+kl:hdrLen], raw[hdrLen:], ad)
 	if err != nil {
 		return nil, ErrInvalidToken
 	}
