@@ -270,7 +270,7 @@ func classifyRedirect(raw string) (redirectKind, error) {
 		return 0, redirectError("redirect URI must not contain user info")
 	}
 	scheme := u.Scheme
-	if scheme != strings.ToLower(scheme) {
+	if !strings.HasPrefix(raw, scheme+":") {
 		return 0, redirectError("redirect URI scheme must be lower case")
 	}
 	switch scheme {
