@@ -120,6 +120,23 @@ func (m *Memory) SetNX(ctx context.Context, key string, val []byte, ttl time.Dur
 	return true, nil
 }
 
+// SetXX implements Store.
+func (m *Memory) SetXX(ctx context.Context, key string, val []byte, ttl time.Duration) (bool, error) {
+	if err := m.lock(); err != nil {
+		return false, err
+	}
+	defer m.mu.Unlock()
+	it := m.item(key)
+	if it == nil {
+		return false, nil
+	}
+	if it.set != nil {
+		return false, errWrongType
+	}
+	m.items[key] = &memItem{val: bytes.Clone(val), exp: m.expiry(ttl)}
+	return true, nil
+}
+
 // GetDel implements Store.
 func (m *Memory) GetDel(ctx context.Context, key string) ([]byte, error) {
 	if err := m.lock(); err != nil {

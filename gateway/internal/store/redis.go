@@ -107,6 +107,12 @@ func (r *Redis) SetNX(ctx context.Context, key string, val []byte, ttl time.Dura
 	return ok, wrap("SET NX", err)
 }
 
+// SetXX implements Store.
+func (r *Redis) SetXX(ctx context.Context, key string, val []byte, ttl time.Duration) (bool, error) {
+	ok, err := r.client.SetXX(ctx, key, val, ttlArg(ttl)).Result()
+	return ok, wrap("SET XX", err)
+}
+
 // GetDel implements Store (Redis ≥ 6.2).
 func (r *Redis) GetDel(ctx context.Context, key string) ([]byte, error) {
 	b, err := r.client.GetDel(ctx, key).Bytes()

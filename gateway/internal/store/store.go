@@ -32,11 +32,15 @@ type Store interface {
 	Set(ctx context.Context, key string, val []byte, ttl time.Duration) error
 	// SetNX stores val at key only if key does not exist, and reports whether it did.
 	SetNX(ctx context.Context, key string, val []byte, ttl time.Duration) (bool, error)
+	// SetXX replaces the value at key only if key exists, and reports whether it did (so an
+	// update never resurrects a record deleted meanwhile).
+	SetXX(ctx context.Context, key string, val []byte, ttl time.Duration) (bool, error)
 	// GetDel atomically returns and deletes the value at key (single use), or ErrNotFound.
 	GetDel(ctx context.Context, key string) ([]byte, error)
 	// Del deletes keys; missing keys are not an error.
 	Del(ctx context.Context, keys ...string) error
-	// SAdd adds member to the set at key and, if ttl > 0, extends the set's ttl to at least ttl.
+	// SAdd adds member to the set at key and, if ttl > 0, sets the set's ttl to ttl (so a set
+	// lives ttl after its latest addition).
 	SAdd(ctx context.Context, key, member string, ttl time.Duration) error
 	// SRem removes member from the set at key.
 	SRem(ctx context.Context, key, member string) error

@@ -95,6 +95,23 @@ func TestStore(t *testing.T) {
 					return err == nil && ok
 				})
 			}},
+			{"setxx", func(t *testing.T) {
+				ok, err := st.SetXX(ctx, k("xx"), []byte("v"), time.Minute)
+				if err != nil || ok {
+					t.Fatalf("SetXX on missing key = %v, %v", ok, err)
+				}
+				if _, err := st.Get(ctx, k("xx")); !errors.Is(err, store.ErrNotFound) {
+					t.Fatal("SetXX created a key")
+				}
+				must(t, st.Set(ctx, k("xx"), []byte("old"), time.Minute))
+				ok, err = st.SetXX(ctx, k("xx"), []byte("new"), time.Minute)
+				if err != nil || !ok {
+					t.Fatalf("SetXX on existing key = %v, %v", ok, err)
+				}
+				if got, _ := st.Get(ctx, k("xx")); string(got) != "new" {
+					t.Fatalf("after SetXX: %q", got)
+				}
+			}},
 			{"getdel single use", func(t *testing.T) {
 				must(t, st.Set(ctx, k("gd"), []byte("code"), time.Minute))
 				got, err := st.GetDel(ctx, k("gd"))
