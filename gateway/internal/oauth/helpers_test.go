@@ -460,3 +460,5 @@ func counter(t testing.TB, reg *prometheus.Registry, step, outcome string) float
 
 var _ = fmt.Sprint
 var _ = grants.ErrInvalidGrant
+
+func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
