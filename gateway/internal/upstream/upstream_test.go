@@ -43,7 +43,7 @@ func newFakeIdP(t *testing.T) *fakeIdP {
 	mux.Handle("/", o)
 	mux.HandleFunc("POST /token", func(w http.ResponseWriter, r *http.Request) {
 		if err := r.ParseForm(); err != nil {
-			http.Error(w, "bad form", 400)
+			http.Error(w, "bad form", http.StatusBadRequest)
 			return
 		}
 		u, p, _ := r.BasicAuth()
@@ -202,11 +202,13 @@ func TestTokenEndpointErrors(t *testing.T) {
 		{"aadsts", func(w http.ResponseWriter) {
 			jsonReply(w, 400, map[string]any{"error": "invalid_grant", "error_description": "AADSTS50173: The provided grant has expired due to it being revoked.\r\nTrace ID: x"})
 		}, "invalid_grant", "AADSTS50173"},
-		{"html 500", func(w http.ResponseWriter) { http.Error(w, "<html>oops</html>", 500) }, "server_error", ""},
-		{"503", func(w http.ResponseWriter) { http.Error(w, "busy", 503) }, "temporarily_unavailable", ""},
+		{"html 500", func(w http.ResponseWriter) { http.Error(w, "<html>oops</html>", http.StatusInternalServerError) }, "server_error", ""},
+		{"503", func(w http.ResponseWriter) { http.Error(w, "busy", http.StatusServiceUnavailable) }, "temporarily_unavailable", ""},
 		{"200 without access token", func(w http.ResponseWriter) { jsonReply(w, 200, map[string]any{"token_type": "Bearer"}) }, "server_error", ""},
 		{"200 error member", func(w http.ResponseWriter) { jsonReply(w, 200, map[string]any{"error": "invalid_client"}) }, "invalid_client", ""},
-		{"bad id token", func(w http.ResponseWriter) { jsonReply(w, 200, map[string]any{"access_token": "a", "id_token": "x.y.z"}) }, "invalid_id_token", ""},
+		{"bad id token", func(w http.ResponseWriter) {
+			jsonReply(w, 200, map[string]any{"access_token": "a", "id_token": "x.y.z"})
+		}, "invalid_id_token", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
