@@ -1,7 +1,13 @@
 package e2e
 
 import (
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
+	"math/big"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -16,12 +22,32 @@ import (
 // which it cannot import (internal), through MCPGATE_TEST_OIDC_FIXTURE.
 func TestUpstream(t *testing.T) {
 	redirect := "http://127.0.0.1:" + strconv.Itoa(harness.FreePort(t)) + "/oauth-callback"
+	// A second client authenticates with a signed client assertion (private_key_jwt), the way
+	// the gateway's federated credential does at Entra.
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jwks, _ := json.Marshal(map[string]any{"keys": []map[string]string{{
+		"kty": "RSA", "kid": "assertion-1", "alg": "RS256", "use": "sig",
+		"n": base64.RawURLEncoding.EncodeToString(key.N.Bytes()),
+		"e": base64.RawURLEncoding.EncodeToString(big.NewInt(int64(key.E)).Bytes()),
+	}}})
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
 	idp := harness.StartOIDCProvider(t, harness.OIDCOptions{
-		Clients: []harness.OIDCClient{{ID: "mcpgate-gateway", Secret: harness.RandomString(t, 24), RedirectURIs: []string{redirect}}},
+		Clients: []harness.OIDCClient{
+			{ID: "mcpgate-gateway", Secret: harness.RandomString(t, 24), RedirectURIs: []string{redirect}},
+			{ID: "mcpgate-fic", AuthMethod: "private_key_jwt", JWKS: jwks, RedirectURIs: []string{redirect}},
+		},
 	})
 	fx, _ := json.Marshal(map[string]string{
 		"issuer": idp.Issuer, "client_id": idp.Clients[0].ID, "client_secret": idp.Clients[0].Secret,
 		"redirect_uri": redirect, "control_token": idp.ControlToken(),
+		"assertion_client_id": idp.Clients[1].ID, "assertion_key_id": "assertion-1",
+		"assertion_key_pem": string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})),
 	})
 	runGatewayTests(t, "./internal/upstream", "^TestIdP", "MCPGATE_TEST_OIDC_FIXTURE="+string(fx))
 }

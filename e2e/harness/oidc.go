@@ -33,6 +33,9 @@ type OIDCClient struct {
 	Secret       string
 	RedirectURIs []string
 	AuthMethod   string
+	// JWKS is the client's public key set, for AuthMethod private_key_jwt (a client assertion,
+	// as a federated credential sends).
+	JWKS json.RawMessage
 }
 
 // OIDCOptions configure StartOIDCProvider.
@@ -75,10 +78,11 @@ func StartOIDCProvider(t testing.TB, opts OIDCOptions) *OIDC {
 		}
 	}
 	type clientJSON struct {
-		ClientID     string   `json:"client_id"`
-		ClientSecret string   `json:"client_secret,omitempty"`
-		RedirectURIs []string `json:"redirect_uris"`
-		AuthMethod   string   `json:"token_endpoint_auth_method"`
+		ClientID     string          `json:"client_id"`
+		ClientSecret string          `json:"client_secret,omitempty"`
+		RedirectURIs []string        `json:"redirect_uris"`
+		AuthMethod   string          `json:"token_endpoint_auth_method"`
+		JWKS         json.RawMessage `json:"jwks,omitempty"`
 	}
 	var clients []clientJSON
 	for _, c := range opts.Clients {
@@ -89,7 +93,7 @@ func StartOIDCProvider(t testing.TB, opts OIDCOptions) *OIDC {
 				m = "none"
 			}
 		}
-		clients = append(clients, clientJSON{c.ID, c.Secret, c.RedirectURIs, m})
+		clients = append(clients, clientJSON{c.ID, c.Secret, c.RedirectURIs, m, c.JWKS})
 	}
 	port := FreePort(t)
 	control := RandomString(t, 16)

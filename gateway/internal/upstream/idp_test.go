@@ -2,7 +2,9 @@ package upstream
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coreos/go-oidc/v3/oidc/oidctest"
 	"golang.org/x/oauth2"
 )
 
@@ -29,6 +32,10 @@ type fixture struct {
 	ClientSecret string `json:"client_secret"`
 	RedirectURI  string `json:"redirect_uri"`
 	ControlToken string `json:"control_token"`
+	// A client registered with private_key_jwt, for the client-assertion path.
+	AssertionClientID string `json:"assertion_client_id"`
+	AssertionKeyID    string `json:"assertion_key_id"`
+	AssertionKeyPEM   string `json:"assertion_key_pem"`
 }
 
 func loadFixture(t *testing.T) fixture {
@@ -297,5 +304,59 @@ func TestIdPDiscoveryFailure(t *testing.T) {
 	defer cancel()
 	if _, err := New(ctx, Config{Issuer: f.Issuer + "/nope", ClientID: "x", ClientSecret: "y", RedirectURL: f.RedirectURI}); err == nil {
 		t.Error("discovery of a wrong issuer succeeded")
+	}
+}
+
+// TestIdPClientAssertion signs in with a client that authenticates by a signed assertion
+// instead of a secret (as the federated credential does), through exchange and refresh.
+func TestIdPClientAssertion(t *testing.T) {
+	f := loadFixture(t)
+	block, _ := pem.Decode([]byte(f.AssertionKeyPEM))
+	if block == nil {
+		t.Fatal("fixture has no assertion key")
+	}
+	key, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var calls int
+	var o *OIDC
+	assertion := func(context.Context) (string, error) {
+		calls++
+		now := time.Now()
+		claims, _ := json.Marshal(map[string]any{"iss": f.AssertionClientID, "sub": f.AssertionClientID,
+			"aud": o.oauth.Endpoint.TokenURL, "jti": oauth2.GenerateVerifier(), "iat": now.Unix(), "exp": now.Add(5 * time.Minute).Unix()})
+		return oidctest.SignIDToken(key, f.AssertionKeyID, "RS256", string(claims)), nil
+	}
+	o, err = New(t.Context(), Config{Issuer: f.Issuer, ClientID: f.AssertionClientID, RedirectURL: f.RedirectURI,
+		ClientAssertion: assertion})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fl := newFlow()
+	cb := f.login(t, o.AuthCodeURL(fl.state, fl.nonce, fl.verifier), "alice")
+	user, tok, err := o.Exchange(t.Context(), cb.Get("code"), fl.verifier, fl.nonce)
+	if err != nil {
+		t.Fatalf("Exchange with assertion: %v", err)
+	}
+	if user.Subject != "alice" || tok.RefreshToken == "" {
+		t.Fatalf("user %+v, refresh token %v", user, tok.RefreshToken != "")
+	}
+	if _, _, err := o.Refresh(t.Context(), tok); err != nil {
+		t.Fatalf("Refresh with assertion: %v", err)
+	}
+	if calls != 2 {
+		t.Errorf("assertion obtained %d times, want 2", calls)
+	}
+	var toks []struct {
+		GrantType string   `json:"grant_type"`
+		Params    []string `json:"params"`
+		Status    int      `json:"status"`
+	}
+	f.control(t, http.MethodGet, "/__control/tokens", &toks)
+	last := toks[len(toks)-1]
+	if last.GrantType != "refresh_token" || last.Status != http.StatusOK || !slices.Contains(last.Params, "client_assertion") ||
+		!slices.Contains(last.Params, "client_assertion_type") || slices.Contains(last.Params, "client_secret") {
+		t.Errorf("last token request = %+v", last)
 	}
 }
