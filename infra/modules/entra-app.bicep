@@ -1,0 +1,57 @@
+// The gateway's Entra app registration (Microsoft Graph Bicep extension, v1.0 GA types).
+// No client secret anywhere: a federated identity credential trusts the gateway's
+// user-assigned managed identity, whose token the gateway sends as client_assertion.
+// The redirect URI is the gateway's predicted URL (https://<app>.<environment defaultDomain>),
+// known before the container app exists, so there is no dependency cycle.
+extension microsoftGraphV1
+
+@description('Immutable idempotency key of the app registration (a second `azd up` updates it in place).')
+param appUniqueName string
+param displayName string
+param redirectUri string
+@description('Application ID URI in the api://{tenantId}/{string} form (empty: none; some tenants allow only api://{appId}).')
+param identifierUri string
+@description('Object (principal) id of the gateway identity: the subject of the federated credential.')
+param gatewayIdentityPrincipalId string
+param appRoleAssignmentRequired bool
+param serviceManagementReference string
+
+var graphAppId = '00000003-0000-0000-c000-000000000000'
+var graphUserRead = 'e1fe6dd8-ba31-4d61-89e7-88639da4683d'
+
+resource app 'Microsoft.Graph/applications@v1.0' = {
+  uniqueName: appUniqueName
+  displayName: displayName
+  signInAudience: 'AzureADMyOrg'
+  serviceManagementReference: empty(serviceManagementReference) ? null : serviceManagementReference
+  identifierUris: empty(identifierUri) ? [] : [identifierUri]
+  web: {
+    redirectUris: [redirectUri]
+    implicitGrantSettings: { enableIdTokenIssuance: false, enableAccessTokenIssuance: false }
+  }
+  api: { requestedAccessTokenVersion: 2 }
+  requiredResourceAccess: [
+    {
+      resourceAppId: graphAppId
+      resourceAccess: [{ id: graphUserRead, type: 'Scope' }]
+    }
+  ]
+}
+
+// Trust the gateway's managed identity (audience api://AzureADTokenExchange).
+resource gatewayCredential 'Microsoft.Graph/applications/federatedIdentityCredentials@v1.0' = {
+  name: '${app.uniqueName}/gateway-identity'
+  description: 'mcpgate gateway managed identity'
+  audiences: ['api://AzureADTokenExchange']
+  issuer: '${environment().authentication.loginEndpoint}${subscription().tenantId}/v2.0'
+  subject: gatewayIdentityPrincipalId
+}
+
+resource servicePrincipal 'Microsoft.Graph/servicePrincipals@v1.0' = {
+  appId: app.appId
+  appRoleAssignmentRequired: appRoleAssignmentRequired
+}
+
+output appId string = app.appId
+output servicePrincipalId string = servicePrincipal.id
+output federatedCredentialSubject string = gatewayCredential.subject
