@@ -186,6 +186,9 @@ func (f *metadataFetcher) checkMetadataURL(raw string) (*url.URL, error) {
 	switch {
 	case u.Scheme == "https":
 	case u.Scheme == "http" && f.allowLoopback:
+		if !loopbackLiteral(u.Hostname()) {
+			return nil, fmt.Errorf("client id URL may use http only on a loopback address (test switch)")
+		}
 	default:
 		return nil, fmt.Errorf("client id URL must use https")
 	}
@@ -344,4 +347,12 @@ func (r *Registry) getMetadataDocument(ctx context.Context, clientID string) (*C
 	}
 	c := *v.(*Client)
 	return &c, nil
+}
+
+func loopbackLiteral(h string) bool {
+	if h == "localhost" {
+		return true
+	}
+	a, err := netip.ParseAddr(h)
+	return err == nil && a.Unmap().IsLoopback()
 }

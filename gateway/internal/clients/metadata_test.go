@@ -236,6 +236,9 @@ func TestMetadataDocumentURLRules(t *testing.T) {
 	if _, err := loose.Get(context.Background(), m.srv.URL+"/c.json"); err != nil {
 		t.Errorf("http with switch: %v", err)
 	}
+	if _, err := loose.Get(context.Background(), "http://doc.example/c.json"); !errors.Is(err, ErrMetadataDocument) {
+		t.Errorf("http to a non-loopback host with the switch: %v", err)
+	}
 	for _, id := range []string{
 		m.srv.URL + "/c.json", // http without the switch
 		"https://a.example", "https://a.example/", "https://a.example/c.json#f", "https://u@a.example/c.json",

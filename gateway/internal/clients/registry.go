@@ -370,3 +370,25 @@ func randomString(n int) (string, error) {
 	}
 	return base64.RawURLEncoding.EncodeToString(b), nil
 }
+
+// SweepEvery runs Sweep every interval until ctx ends, logging the outcome. Several replicas
+// may run it at once: removing a registration twice is harmless.
+func (r *Registry) SweepEvery(ctx context.Context, interval, unusedFor time.Duration) {
+	if interval <= 0 {
+		interval = 24 * time.Hour
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		if n, err := r.Sweep(ctx, unusedFor); err != nil {
+			r.log.WarnContext(ctx, "client registration sweep failed", "err", err, "removed", n)
+		} else if n > 0 {
+			r.log.InfoContext(ctx, "client registration sweep", "removed", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
