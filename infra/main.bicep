@@ -221,8 +221,8 @@ module gateway 'modules/gateway.bicep' = {
     upstreamScopes: upstreamScopes
     allowedTenants: allowedTenants
   }
-  // The gateway's identity must hold its roles before the first revision starts.
-  dependsOn: [storage, keyVault, redis, registry]
+  // Implicit dependencies through the outputs above: the identity's roles (AcrPull, Key Vault,
+  // Redis, registrations) exist before the first revision starts.
 }
 
 module functionApp 'modules/functionapp.bicep' = {
@@ -244,7 +244,6 @@ module functionApp 'modules/functionapp.bicep' = {
     allowedSubnetId: vnetEnabled ? network!.outputs.containerAppsSubnetId : ''
     integrationSubnetId: vnetEnabled ? network!.outputs.functionSubnetId : ''
   }
-  dependsOn: [storage]
 }
 
 // ---- outputs (azd writes them to .azure/<env>/.env; hooks read them) ----
@@ -258,7 +257,7 @@ output APPLICATIONINSIGHTS_CONNECTION_STRING string = monitoring.outputs.appInsi
 output SERVICE_GATEWAY_NAME string = gateway.outputs.name
 output SERVICE_FUNCTIONAPP_NAME string = functionApp.outputs.name
 output GATEWAY_URL string = gatewayUrl
-output GATEWAY_FQDN_ACTUAL string = gateway.outputs.fqdn
+output GATEWAY_FQDN string = gateway.outputs.fqdn
 output FUNCTION_APP_NAME string = functionApp.outputs.name
 output FUNCTION_APP_URL string = functionApp.outputs.url
 

@@ -19,7 +19,7 @@ resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
   name: appInsightsName
 }
 
-resource environment 'Microsoft.App/managedEnvironments@2024-02-02-preview' = {
+resource managedEnvironment 'Microsoft.App/managedEnvironments@2024-02-02-preview' = {
   name: environmentName
   location: location
   tags: tags
@@ -48,7 +48,7 @@ resource environment 'Microsoft.App/managedEnvironments@2024-02-02-preview' = {
   }
 }
 
-output name string = environment.name
-output id string = environment.id
-output defaultDomain string = environment.properties.defaultDomain
-output staticIp string = environment.properties.staticIp
+output name string = managedEnvironment.name
+output id string = managedEnvironment.id
+output defaultDomain string = managedEnvironment.properties.defaultDomain
+output staticIp string = managedEnvironment.properties.staticIp

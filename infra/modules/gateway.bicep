@@ -30,7 +30,7 @@ param concurrentRequests int = 100
 
 var port = 8000
 
-resource environment 'Microsoft.App/managedEnvironments@2024-02-02-preview' existing = {
+resource managedEnvironment 'Microsoft.App/managedEnvironments@2024-02-02-preview' existing = {
   name: containerAppsEnvironmentName
 }
 
@@ -69,7 +69,7 @@ resource gateway 'Microsoft.App/containerApps@2025-01-01' = {
     userAssignedIdentities: { '${gatewayIdentity.id}': {} }
   }
   properties: {
-    managedEnvironmentId: environment.id
+    managedEnvironmentId: managedEnvironment.id
     workloadProfileName: 'Consumption'
     configuration: {
       activeRevisionsMode: 'Single'
