@@ -1,0 +1,337 @@
+package mcpproxy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/mcpgate/mcpgate/gateway/internal/grants"
+)
+
+// Header names the gateway sets for the backend.
+const (
+	HeaderFunctionsKey = "X-Functions-Key"
+	HeaderUserID       = "X-Mcpgate-User-Id"
+	HeaderUserName     = "X-Mcpgate-User-Name"
+	HeaderUsername     = "X-Mcpgate-Username"
+	HeaderTenantID     = "X-Mcpgate-Tenant-Id"
+	HeaderClientID     = "X-Mcpgate-Client-Id"
+)
+
+// errBackendUnauthorized: the backend refused the function key even after a refresh.
+var errBackendUnauthorized = errors.New("mcpproxy: backend refused the function key")
+
+// NewTransport returns the backend transport the proxy uses by default: no proxy from the
+// environment, no compression, many idle connections per host (every request goes to one
+// backend), and headerTimeout as the response-header timeout (→ 504). Wrap it for tracing.
+func NewTransport(headerTimeout time.Duration) *http.Transport {
+	return &http.Transport{
+		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          512,
+		MaxIdleConnsPerHost:   512,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ExpectContinueTimeout: time.Second,
+		ResponseHeaderTimeout: headerTimeout,
+		DisableCompression:    true,
+	}
+}
+
+// forwarder is step 5 and 6 for Streamable HTTP: sanitise, add the key and identity, proxy.
+type forwarder struct {
+	p    *Proxy
+	rp   *httputil.ReverseProxy
+	keys KeySource
+}
+
+type stateKey struct{}
+
+// fwdState travels in the outgoing request's context from serve to the proxy hooks.
+type fwdState struct {
+	call *Call
+	w    http.ResponseWriter
+	key  string
+	body []byte
+}
+
+func newForwarder(p *Proxy, backend *url.URL) *forwarder {
+	f := &forwarder{p: p, keys: p.cfg.Keys}
+	base := p.cfg.Transport
+	if base == nil {
+		base = NewTransport(p.cfg.BackendHeaderTimeout)
+	}
+	f.rp = &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			st, _ := pr.In.Context().Value(stateKey{}).(*fwdState)
+			pr.SetURL(backend)
+			if strings.Contains(pr.Out.URL.RawQuery, "code") {
+				q := pr.Out.URL.Query()
+				q.Del("code") // the Functions host would take a key from ?code= when no header is set
+				pr.Out.URL.RawQuery = q.Encode()
+			}
+			if st == nil {
+				SanitizeHeaders(pr.Out.Header)
+				pr.SetXForwarded()
+				return
+			}
+			p.BackendHeaders(pr.Out.Header, st.call.Grant, st.key)
+			pr.SetXForwarded()
+			if st.body != nil {
+				body := st.body
+				pr.Out.Body = io.NopCloser(bytes.NewReader(body))
+				pr.Out.ContentLength = int64(len(body))
+				pr.Out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+			}
+		},
+		Transport:      &retryTransport{base: base, f: f},
+		FlushInterval:  -1,
+		ModifyResponse: f.modifyResponse,
+		ErrorHandler:   f.errorHandler,
+		ErrorLog:       nil,
+	}
+	return f
+}
+
+// SanitizeHeaders removes from h everything a client must not pass to the backend: its
+// credentials and cookies, a function key, identity headers the backend trusts, forwarding
+// headers (the proxy sets its own) and Accept-Encoding (streams are never compressed).
+func SanitizeHeaders(h http.Header) {
+	for k := range h {
+		if len(k) >= 2 && (k[0] == 'X' || k[0] == 'x') && (k[1] == '-') {
+			lk := strings.ToLower(k)
+			if strings.HasPrefix(lk, "x-mcpgate-") || strings.HasPrefix(lk, "x-forwarded-") ||
+				strings.HasPrefix(lk, "x-ms-") || strings.HasPrefix(lk, "x-azure-functions-") ||
+				lk == "x-functions-key" || lk == "x-real-ip" || lk == "x-arr-ssl" || lk == "x-client-ip" {
+				delete(h, k)
+			}
+		}
+	}
+	delete(h, "Authorization")
+	delete(h, "Proxy-Authorization")
+	delete(h, "Cookie")
+	delete(h, "Forwarded")
+	delete(h, "Accept-Encoding")
+}
+
+// BackendHeaders sanitises h (SanitizeHeaders) and adds the function key and the identity
+// headers of g (step 5 of the chain).
+func (p *Proxy) BackendHeaders(h http.Header, g *grants.Grant, key string) {
+	SanitizeHeaders(h)
+	h[HeaderFunctionsKey] = []string{key}
+	if g == nil {
+		return
+	}
+	h[HeaderUserID] = []string{headerValue(g.User.ID())}
+	h[HeaderClientID] = []string{headerValue(g.ClientID)}
+	if g.User.Name != "" {
+		h[HeaderUserName] = []string{headerValue(g.User.Name)}
+	}
+	if g.User.Username != "" {
+		h[HeaderUsername] = []string{headerValue(g.User.Username)}
+	}
+	if g.User.TenantID != "" {
+		h[HeaderTenantID] = []string{headerValue(g.User.TenantID)}
+	}
+}
+
+// headerValue percent-encodes s when it holds anything but printable ASCII or holds '%'.
+func headerValue(s string) string {
+	clean := true
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '%' {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	const hexd = "0123456789ABCDEF"
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < 0x20 || c > 0x7e || c == '%' {
+			b.WriteByte('%')
+			b.WriteByte(hexd[c>>4])
+			b.WriteByte(hexd[c&15])
+			continue
+		}
+		b.WriteByte(c)
+	}
+	return b.String()
+}
+
+// serve is the Streamable HTTP handler after the chain.
+func (f *forwarder) serve(w http.ResponseWriter, r *http.Request, c *Call) {
+	key, err := f.keys.Current(r.Context())
+	if err != nil {
+		c.Outcome = "no_function_key"
+		f.p.metrics.backendErrors.WithLabelValues("no_key").Inc()
+		w.Header()["Retry-After"] = []string{"5"}
+		writeRPCError(w, http.StatusServiceUnavailable, codeUnavailable, "Service not ready, retry shortly")
+		return
+	}
+	var body []byte
+	if r.Body != nil && r.Body != http.NoBody {
+		body, err = readBody(r.Body, r.ContentLength, f.p.cfg.MaxBodyBytes)
+		if err != nil {
+			if errors.Is(err, errTooLarge) {
+				c.Outcome = "body_too_large"
+				writeRPCError(w, http.StatusRequestEntityTooLarge, codeTooLarge, "Request body too large")
+				return
+			}
+			c.Outcome = "body_read_error"
+			writeRPCError(w, http.StatusBadRequest, -32700, "Could not read the request body")
+			return
+		}
+		if body == nil {
+			body = []byte{}
+		}
+	}
+	c.Method, c.Tool = mcpMethod(r.Header, body)
+	st := &fwdState{call: c, w: w, key: key, body: body}
+	f.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), stateKey{}, st)))
+}
+
+var errTooLarge = errors.New("body too large")
+
+// readBody reads at most limit bytes of body; more is errTooLarge.
+func readBody(body io.Reader, contentLength, limit int64) ([]byte, error) {
+	if contentLength > limit {
+		return nil, errTooLarge
+	}
+	if contentLength >= 0 {
+		buf := make([]byte, contentLength)
+		if _, err := io.ReadFull(body, buf); err != nil {
+			return nil, err
+		}
+		return buf, nil
+	}
+	var b bytes.Buffer
+	n, err := b.ReadFrom(io.LimitReader(body, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if n > limit {
+		return nil, errTooLarge
+	}
+	return b.Bytes(), nil
+}
+
+// modifyResponse hides the backend's authentication details and sets up streams.
+func (f *forwarder) modifyResponse(resp *http.Response) error {
+	h := resp.Header
+	delete(h, "Www-Authenticate") // the backend's challenge is about the function key, not the client
+	delete(h, "Set-Cookie")       // e.g. the Functions front end's affinity cookies: not for our origin
+	if !isEventStream(h) {
+		return nil
+	}
+	h["X-Accel-Buffering"] = []string{"no"}
+	st, _ := resp.Request.Context().Value(stateKey{}).(*fwdState)
+	if st != nil {
+		// A stream may outlive any server write timeout.
+		_ = http.NewResponseController(st.w).SetWriteDeadline(time.Time{})
+	}
+	if ka := f.p.cfg.KeepAlive; ka > 0 {
+		resp.Body = newKeepAliveBody(resp.Body, ka)
+	}
+	return nil
+}
+
+func isEventStream(h http.Header) bool {
+	v := h["Content-Type"]
+	return len(v) > 0 && len(v[0]) >= 17 && strings.EqualFold(v[0][:17], "text/event-stream")
+}
+
+// errorHandler answers a failed backend round trip without revealing the backend.
+func (f *forwarder) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
+	st, _ := r.Context().Value(stateKey{}).(*fwdState)
+	outcome := func(s string) {
+		if st != nil {
+			st.call.Outcome = s
+		}
+	}
+	var ne net.Error
+	switch {
+	case errors.Is(err, errBackendUnauthorized):
+		outcome("backend_unauthorized")
+		f.p.metrics.backendErrors.WithLabelValues("unauthorized").Inc()
+		writeRPCError(w, http.StatusBadGateway, codeBadGateway, "Bad gateway: the MCP backend refused the gateway")
+	case r.Context().Err() != nil:
+		outcome("client_gone")
+		writeRPCError(w, http.StatusBadGateway, codeBadGateway, "Request canceled")
+	case errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()):
+		outcome("backend_timeout")
+		f.p.metrics.backendErrors.WithLabelValues("timeout").Inc()
+		writeRPCError(w, http.StatusGatewayTimeout, codeTimeout, "Gateway timeout: the MCP backend did not answer in time")
+	default:
+		outcome("backend_unreachable")
+		f.p.metrics.backendErrors.WithLabelValues("unreachable").Inc()
+		writeRPCError(w, http.StatusBadGateway, codeBadGateway, "Bad gateway: the MCP backend is unavailable")
+	}
+	if st != nil && !errors.Is(err, errBackendUnauthorized) && r.Context().Err() == nil {
+		// The error may name the backend address: log it, never send it.
+		f.p.log.LogAttrs(r.Context(), slog.LevelWarn, "backend request failed",
+			slog.String("request_id", st.call.RequestID), slog.String("err", err.Error()))
+	}
+}
+
+// retryTransport retries once with a refreshed function key when the backend answers 401.
+type retryTransport struct {
+	base http.RoundTripper
+	f    *forwarder
+}
+
+func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.base.RoundTrip(req)
+	if err != nil || resp.StatusCode != http.StatusUnauthorized {
+		return resp, err
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	st, _ := req.Context().Value(stateKey{}).(*fwdState)
+	m := t.f.p.metrics
+	if st == nil || (req.Body != nil && req.Body != http.NoBody && req.GetBody == nil) {
+		m.keyRetries.WithLabelValues("error").Inc()
+		return nil, errBackendUnauthorized
+	}
+	ctx := req.Context()
+	rerr := t.f.keys.Refresh(ctx)
+	key, kerr := t.f.keys.Current(ctx)
+	if kerr != nil || key == st.key {
+		if rerr != nil {
+			m.keyRetries.WithLabelValues("error").Inc()
+		} else {
+			m.keyRetries.WithLabelValues("same_key").Inc()
+		}
+		return nil, errBackendUnauthorized
+	}
+	m.keyRetries.WithLabelValues("retried").Inc()
+	retry := req.Clone(ctx)
+	retry.Header[HeaderFunctionsKey] = []string{key}
+	if req.GetBody != nil {
+		b, err := req.GetBody()
+		if err != nil {
+			return nil, err
+		}
+		retry.Body = b
+	}
+	resp, err = t.base.RoundTrip(retry)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode == http.StatusUnauthorized {
+		resp.Body.Close()
+		return nil, errBackendUnauthorized
+	}
+	return resp, nil
+}
