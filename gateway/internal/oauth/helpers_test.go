@@ -462,3 +462,5 @@ var _ = fmt.Sprint
 var _ = grants.ErrInvalidGrant
 
 func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
+
+func newMemStore() store.Store { return store.NewMemory() }

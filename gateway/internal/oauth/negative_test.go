@@ -403,33 +403,29 @@ func TestTokenRefusals(t *testing.T) {
 		resp, m = e.token(t, form(code, v))
 		wantOAuthError(t, resp, m, 400, "invalid_grant")
 	})
-	t.Run("redirect_uri mismatch", func(t *testing.T) {
-		for _, r := range []string{"http://127.0.0.1:3001/callback", c.Redirect + "/", ""} {
+	for name, tc := range map[string]struct {
+		key, val string
+		status   int
+		err      string
+	}{
+		"redirect_uri on another port": {"redirect_uri", "http://127.0.0.1:3001/callback", 400, "invalid_grant"},
+		"redirect_uri with a slash":    {"redirect_uri", c.Redirect + "/", 400, "invalid_grant"},
+		"redirect_uri missing":         {"redirect_uri", "", 400, "invalid_request"},
+		"resource mismatch":            {"resource", testPublic + "/mcp/sse", 400, "invalid_target"},
+		"scope beyond the grant":       {"scope", "mcp:tools offline_access", 400, "invalid_scope"},
+		"unknown client":               {"client_id", "nope", 401, "invalid_client"},
+	} {
+		t.Run(name, func(t *testing.T) {
 			code, v := newCode()
 			f := form(code, v)
-			f.Set("redirect_uri", r)
+			f.Set(tc.key, tc.val)
 			resp, m := e.token(t, f)
-			if r == "" {
-				wantOAuthError(t, resp, m, 400, "invalid_request")
-			} else {
-				wantOAuthError(t, resp, m, 400, "invalid_grant")
+			wantOAuthError(t, resp, m, tc.status, tc.err)
+			if resp.Header.Get("WWW-Authenticate") != "" {
+				t.Error("WWW-Authenticate without Basic")
 			}
-		}
-	})
-	t.Run("resource mismatch", func(t *testing.T) {
-		code, v := newCode()
-		f := form(code, v)
-		f.Set("resource", testPublic+"/mcp/sse")
-		resp, m := e.token(t, f)
-		wantOAuthError(t, resp, m, 400, "invalid_target")
-	})
-	t.Run("scope beyond the authorization", func(t *testing.T) {
-		code, v := newCode()
-		f := form(code, v)
-		f.Set("scope", "mcp:tools offline_access")
-		resp, m := e.token(t, f)
-		wantOAuthError(t, resp, m, 400, "invalid_scope")
-	})
+		})
+	}
 	t.Run("unknown and forged codes", func(t *testing.T) {
 		for _, code := range []string{"nope", randomToken(32), strings.Repeat("a", 5000)} {
 			resp, m := e.token(t, form(code, randomToken(32)))
@@ -444,16 +440,6 @@ func TestTokenRefusals(t *testing.T) {
 		time.Sleep(120 * time.Millisecond)
 		resp, m := e2.token(t, url.Values{"grant_type": {"authorization_code"}, "code": {res.Redirect.Query().Get("code")}, "redirect_uri": {c.Redirect}, "client_id": {c.ID}, "code_verifier": {v}})
 		wantOAuthError(t, resp, m, 400, "invalid_grant")
-	})
-	t.Run("unknown client", func(t *testing.T) {
-		code, v := newCode()
-		f := form(code, v)
-		f.Set("client_id", "nope")
-		resp, m := e.token(t, f)
-		wantOAuthError(t, resp, m, 401, "invalid_client")
-		if resp.Header.Get("WWW-Authenticate") != "" {
-			t.Error("WWW-Authenticate without Basic")
-		}
 	})
 	t.Run("form problems", func(t *testing.T) {
 		send := func(ct, b string, method string) (*http.Response, map[string]any) {
