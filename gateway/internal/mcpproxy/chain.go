@@ -55,10 +55,7 @@ const (
 func (p *Proxy) Chain(ep Endpoint, next Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c := &Call{Endpoint: ep, start: time.Now()}
-		c.RequestID = r.Header.Get(telemetry.RequestIDHeader)
-		if !validRequestID(c.RequestID) {
-			c.RequestID = telemetry.NewRequestID()
-		}
+		c.RequestID = telemetry.RequestIDFor(r)
 		sw := telemetry.NewStatusWriter(w)
 		sw.Header()[telemetry.RequestIDHeader] = []string{c.RequestID}
 		// Deferred: ReverseProxy aborts a broken stream with panic(http.ErrAbortHandler).
@@ -182,20 +179,6 @@ func isToken(s string) bool {
 		}
 	}
 	return s != ""
-}
-
-// validRequestID accepts a front end's request id of 8–64 characters of [A-Za-z0-9._-].
-func validRequestID(s string) bool {
-	if len(s) < 8 || len(s) > 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
-			return false
-		}
-	}
-	return true
 }
 
 // finish writes the access log line and records metrics.

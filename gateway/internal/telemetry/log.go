@@ -42,9 +42,9 @@ func RequestIDFrom(ctx context.Context) string {
 	return id
 }
 
-// validRequestID accepts 8–64 characters of [A-Za-z0-9._-] (what front ends such as Azure
+// ValidRequestID accepts 8–64 characters of [A-Za-z0-9._-] (what front ends such as Azure
 // Container Apps or nginx generate); anything else is replaced by our own id.
-func validRequestID(s string) bool {
+func ValidRequestID(s string) bool {
 	if len(s) < 8 || len(s) > 64 {
 		return false
 	}
@@ -61,11 +61,20 @@ func validRequestID(s string) bool {
 // is well formed, else a new one), stores it in the context and echoes it in the response.
 func RequestID(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		id := r.Header.Get(RequestIDHeader)
-		if !validRequestID(id) {
-			id = NewRequestID()
-		}
+		id := RequestIDFor(r)
 		w.Header().Set(RequestIDHeader, id)
 		next.ServeHTTP(w, r.WithContext(WithRequestID(r.Context(), id)))
 	})
+}
+
+// RequestIDFor returns the request's id: the one RequestID stored in its context, else a
+// well-formed incoming X-Request-Id, else a new one.
+func RequestIDFor(r *http.Request) string {
+	if id := RequestIDFrom(r.Context()); id != "" {
+		return id
+	}
+	if id := r.Header.Get(RequestIDHeader); ValidRequestID(id) {
+		return id
+	}
+	return NewRequestID()
 }
