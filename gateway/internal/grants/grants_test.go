@@ -40,7 +40,7 @@ func upTokens() identity.Tokens {
 // clock is a settable clock for expiry and grace tests.
 type clock struct{ ns atomic.Int64 }
 
-func newClock() *clock        { c := &clock{}; c.ns.Store(time.Now().UnixNano()); return c }
+func newClock() *clock          { c := &clock{}; c.ns.Store(time.Now().UnixNano()); return c }
 func (c *clock) Now() time.Time { return time.Unix(0, c.ns.Load()) }
 func (c *clock) Add(d time.Duration) {
 	c.ns.Add(int64(d))
@@ -139,13 +139,13 @@ func TestIssueVerify(t *testing.T) {
 
 		other := issue(t, m, mcpRes)
 		bad := map[string]struct{ token, resource string }{
-			"token for /mcp at /mcp/sse":  {ts.AccessToken, sseRes},
-			"token for /mcp at origin":    {ts.AccessToken, origin},
+			"token for /mcp at /mcp/sse":   {ts.AccessToken, sseRes},
+			"token for /mcp at origin":     {ts.AccessToken, origin},
 			"token for /mcp at other host": {ts.AccessToken, "http://127.0.0.1:8001/mcp"},
-			"refresh token as access":     {ts.RefreshToken, mcpRes},
-			"garbage":                     {"garbage", mcpRes},
-			"empty":                       {"", mcpRes},
-			"tampered":                    {flip(ts.AccessToken), mcpRes},
+			"refresh token as access":      {ts.RefreshToken, mcpRes},
+			"garbage":                      {"garbage", mcpRes},
+			"empty":                        {"", mcpRes},
+			"tampered":                     {flip(ts.AccessToken), mcpRes},
 		}
 		for name, c := range bad {
 			if _, err := m.Verify(ctx, c.token, c.resource); err != grants.ErrInvalidToken {
