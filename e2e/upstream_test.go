@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"math/big"
+	"net/url"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -77,4 +78,49 @@ var (
 // gatewayTestsPassed reports whether verbose go test output has passing tests and no skipped ones.
 func gatewayTestsPassed(out string) bool {
 	return gatewayPassLine.MatchString(out) && !gatewaySkipLine.MatchString(out)
+}
+
+// TestOIDCFixtureHarness checks the harness helpers other tests rely on: headless Login with
+// login_hint, the __deny error redirect, the recorded requests and user disabling.
+func TestOIDCFixtureHarness(t *testing.T) {
+	idp := harness.StartOIDCProvider(t, harness.OIDCOptions{})
+	c := idp.Clients[0]
+	redirect := c.RedirectURIs[0]
+	authURL := func(state string) string {
+		q := url.Values{"response_type": {"code"}, "client_id": {c.ID}, "redirect_uri": {redirect},
+			"scope": {"openid profile offline_access"}, "state": {state}, "nonce": {"n-" + state},
+			"code_challenge": {"E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"}, "code_challenge_method": {"S256"}}
+		return idp.Issuer + "/auth?" + q.Encode()
+	}
+	cb := idp.Login(t, nil, authURL("s1"), "alice", redirect)
+	if cb.Query().Get("code") == "" || cb.Query().Get("state") != "s1" {
+		t.Fatalf("callback = %s", cb.Redacted())
+	}
+	cb = idp.Login(t, nil, authURL("s2"), "__deny", redirect)
+	if cb.Query().Get("error") != "access_denied" || cb.Query().Get("state") != "s2" {
+		t.Fatalf("deny callback = %v", cb.Query())
+	}
+	idp.DisableUser(t, "bob")
+	cb = idp.Login(t, nil, authURL("s3"), "bob", redirect)
+	if cb.Query().Get("error") != "access_denied" {
+		t.Fatalf("disabled user signed in: %v", cb.Query())
+	}
+	idp.EnableUser(t, "bob")
+	cb = idp.Login(t, nil, authURL("s4"), "bob", redirect)
+	if cb.Query().Get("code") == "" {
+		t.Fatalf("re-enabled user: %v", cb.Query())
+	}
+	auths := idp.Authorizations(t)
+	if len(auths) != 4 || auths[0].Get("state") != "s1" || auths[0].Get("login_hint") != "alice" || auths[0].Has("prompt") {
+		t.Errorf("authorizations = %v", auths)
+	}
+	// Without PKCE the IdP refuses (PKCE required).
+	q := url.Values{"response_type": {"code"}, "client_id": {c.ID}, "redirect_uri": {redirect}, "scope": {"openid"}, "state": {"s5"}}
+	cb = idp.Login(t, nil, idp.Issuer+"/auth?"+q.Encode(), "alice", redirect)
+	if cb.Query().Get("error") != "invalid_request" {
+		t.Errorf("authorization without PKCE: %v", cb.Query())
+	}
+	if len(idp.TokenRequests(t)) != 0 {
+		t.Error("token requests recorded without any")
+	}
 }
