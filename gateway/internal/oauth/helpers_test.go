@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -19,7 +18,6 @@ import (
 	"time"
 
 	"github.com/mcpgate/mcpgate/gateway/internal/clients"
-	"github.com/mcpgate/mcpgate/gateway/internal/grants"
 	"github.com/mcpgate/mcpgate/gateway/internal/identity"
 	"github.com/mcpgate/mcpgate/gateway/internal/session"
 	"github.com/mcpgate/mcpgate/gateway/internal/store"
@@ -457,9 +455,6 @@ func counter(t testing.TB, reg *prometheus.Registry, step, outcome string) float
 	}
 	return 0
 }
-
-var _ = fmt.Sprint
-var _ = grants.ErrInvalidGrant
 
 func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
 

@@ -288,7 +288,12 @@ func (s *Server) refresh(ctx context.Context, client *clients.Client, f url.Valu
 		case errors.Is(err, grants.ErrInvalidGrant), errors.Is(err, grants.ErrInvalidToken):
 			return nil, errInvalidGrant("the refresh token is invalid, expired, revoked or already used")
 		case errors.As(err, &upErr) && !upErr.Temporary():
-			s.log.InfoContext(ctx, "refresh: upstream refused", "client_id", clip(client.ID), "upstream_error", clip(upErr.Code), "aadsts", upErr.AADSTS)
+			// The IdP no longer accepts the user (disabled, password reset, consent revoked):
+			// end the session, so that its access tokens stop working too.
+			s.log.InfoContext(ctx, "refresh: upstream refused; revoking the grant", "client_id", clip(client.ID), "upstream_error", clip(upErr.Code), "aadsts", upErr.AADSTS)
+			if rerr := s.grants.RevokeToken(ctx, rt, client.ID); rerr != nil && !errors.Is(rerr, grants.ErrInvalidToken) {
+				s.log.ErrorContext(ctx, "refresh: revoke after upstream refusal failed", "err", rerr)
+			}
 			return nil, errInvalidGrant("the identity provider no longer accepts this sign-in")
 		default:
 			s.log.ErrorContext(ctx, "refresh failed", "client_id", clip(client.ID), "err", err)
