@@ -160,6 +160,51 @@ func TestInfraBicep(t *testing.T) {
 	}
 }
 
+// TestInfraWiring checks the few cross-module facts the scanner can read as text: the gateway
+// URL that becomes the redirect URI is the one the gateway serves as its public URL, the
+// federated credential trusts the gateway's identity (not the function app's), and the
+// function key is never created in Bicep.
+func TestInfraWiring(t *testing.T) {
+	_, main, all := infraFiles(t)
+	for _, want := range []string{
+		"redirectUri: '${gatewayUrl}/oauth-callback'",
+		"publicUrl: gatewayUrl",
+		"output GATEWAY_URL string = gatewayUrl",
+		"gatewayIdentityPrincipalId: identities.outputs.gatewayIdentityPrincipalId",
+		"backendUrl: 'https://${functionAppName}.azurewebsites.net'",
+		"output MCP_ENDPOINT string = '${gatewayUrl}/mcp'",
+		"output MCP_SSE_ENDPOINT string = '${gatewayUrl}/mcp/sse'",
+	} {
+		if !strings.Contains(main.Text, want) {
+			t.Errorf("%s: missing %q", main.Path, want)
+		}
+	}
+	app := bicepFile(t, all, "modules/entra-app.bicep")
+	for _, want := range []string{"audiences: ['api://AzureADTokenExchange']", "subject: gatewayIdentityPrincipalId",
+		"/v2.0'", "redirectUris: [redirectUri]", "appRoleAssignmentRequired: appRoleAssignmentRequired"} {
+		if !strings.Contains(app.Text, want) {
+			t.Errorf("%s: missing %q", app.Path, want)
+		}
+	}
+	if !strings.Contains(main.Text, "identifierUri: 'api://${subscription().tenantId}/") {
+		t.Errorf("%s: the identifier URI must have the api://{tenantId}/… form", main.Path)
+	}
+	gw := bicepFile(t, all, "modules/gateway.bicep")
+	if err := infracheck.CheckEnvValue(gw, "MCPGATE_UPSTREAM_FIC_CLIENT_ID", "gatewayIdentity.properties.clientId"); err != nil {
+		t.Error(err)
+	}
+	if err := infracheck.CheckEnvValue(gw, "AZURE_CLIENT_ID", "gatewayIdentity.properties.clientId"); err != nil {
+		t.Error(err)
+	}
+	for _, f := range all {
+		for _, r := range f.Resources {
+			if strings.Contains(r.Type, "/host/") || strings.HasSuffix(strings.Split(r.Type, "@")[0], "/functionKeys") {
+				t.Errorf("%s:%d: %s: function keys are created by the postdeploy hook, not in Bicep (Flex)", f.Path, r.Line, r.Type)
+			}
+		}
+	}
+}
+
 // TestInfraEnvironment checks that the Bicep sets every variable the gateway and the function
 // app read in Azure, under the names the code uses.
 func TestInfraEnvironment(t *testing.T) {

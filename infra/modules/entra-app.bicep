@@ -36,15 +36,15 @@ resource app 'Microsoft.Graph/applications@v1.0' = {
       resourceAccess: [{ id: graphUserRead, type: 'Scope' }]
     }
   ]
-}
 
-// Trust the gateway's managed identity (audience api://AzureADTokenExchange).
-resource gatewayCredential 'Microsoft.Graph/applications/federatedIdentityCredentials@v1.0' = {
-  name: '${app.uniqueName}/gateway-identity'
-  description: 'mcpgate gateway managed identity'
-  audiences: ['api://AzureADTokenExchange']
-  issuer: '${environment().authentication.loginEndpoint}${subscription().tenantId}/v2.0'
-  subject: gatewayIdentityPrincipalId
+  // Trust the gateway's managed identity (audience api://AzureADTokenExchange).
+  resource gatewayCredential 'federatedIdentityCredentials@v1.0' = {
+    name: '${app.uniqueName}/gateway-identity'
+    description: 'mcpgate gateway managed identity'
+    audiences: ['api://AzureADTokenExchange']
+    issuer: '${environment().authentication.loginEndpoint}${subscription().tenantId}/v2.0'
+    subject: gatewayIdentityPrincipalId
+  }
 }
 
 resource servicePrincipal 'Microsoft.Graph/servicePrincipals@v1.0' = {
@@ -54,4 +54,3 @@ resource servicePrincipal 'Microsoft.Graph/servicePrincipals@v1.0' = {
 
 output appId string = app.appId
 output servicePrincipalId string = servicePrincipal.id
-output federatedCredentialSubject string = gatewayCredential.subject
