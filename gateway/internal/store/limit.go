@@ -94,22 +94,21 @@ func (l *MemoryLimiter) Allow(ctx context.Context, key string, limit Limit) (Res
 }
 
 // evict drops keys idle for longer than their period (their bucket is full again, so
-// forgetting them changes nothing); if none is, it drops the least recently used key.
+// forgetting them changes nothing); if that frees too little, it drops arbitrary keys down to
+// 90% of the bound, so that a flood of new keys costs amortized constant time.
 // Caller holds l.mu.
 func (l *MemoryLimiter) evict(now time.Time) {
-	var oldestKey string
-	var oldest time.Time
 	for k, e := range l.m {
 		if now.Sub(e.last) > e.limit.Period {
 			delete(l.m, k)
-			continue
-		}
-		if oldestKey == "" || e.last.Before(oldest) {
-			oldestKey, oldest = k, e.last
 		}
 	}
-	if len(l.m) >= l.maxKeys && oldestKey != "" {
-		delete(l.m, oldestKey)
+	target := l.maxKeys * 9 / 10
+	for k := range l.m {
+		if len(l.m) <= target {
+			break
+		}
+		delete(l.m, k)
 	}
 }
 

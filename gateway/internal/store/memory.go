@@ -58,10 +58,12 @@ func (m *Memory) expiry(ttl time.Duration) time.Time {
 	return m.now().Add(ttl)
 }
 
-// sweep drops expired items every 1024 writes so that unread keys do not pile up.
+// sweep drops expired items so that unread keys do not pile up. It runs once the number of
+// writes since the last sweep reaches the number of items (at least 1024), which keeps its
+// cost constant per write.
 func (m *Memory) sweep() {
 	m.writes++
-	if m.writes < 1024 {
+	if m.writes < max(1024, len(m.items)) {
 		return
 	}
 	m.writes = 0
