@@ -7,12 +7,16 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"io"
 	"math/big"
+	"net/http"
+	"net/http/cookiejar"
 	"net/url"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/mcpgate/mcpgate/e2e/harness"
@@ -120,6 +124,45 @@ func TestOIDCFixtureHarness(t *testing.T) {
 	if cb.Query().Get("error") != "invalid_request" {
 		t.Errorf("authorization without PKCE: %v", cb.Query())
 	}
+	// The form a browser sees: GET the interaction page, POST the chosen user.
+	jar, _ := cookiejar.New(nil)
+	hc := &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := hc.Get(authURL("s6"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	page, err := resp.Request.URL.Parse(resp.Header.Get("Location"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err = hc.Get(page.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `id="signin"`) {
+		t.Fatalf("interaction page %d: %s", resp.StatusCode, body)
+	}
+	resp, err = hc.PostForm(page.String()+"/login", url.Values{"login": {"alice"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	next, _ := resp.Request.URL.Parse(resp.Header.Get("Location"))
+	if resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(next.String(), idp.Issuer+"/auth/") {
+		t.Fatalf("form login: %d → %s", resp.StatusCode, next)
+	}
+	resp, err = hc.Get(next.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if loc := resp.Header.Get("Location"); !strings.HasPrefix(loc, redirect+"?code=") {
+		t.Fatalf("after form login: %d %q", resp.StatusCode, loc)
+	}
+
 	if len(idp.TokenRequests(t)) != 0 {
 		t.Error("token requests recorded without any")
 	}
