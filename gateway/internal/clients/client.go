@@ -48,7 +48,7 @@ const (
 // Client is one registered OAuth client. It never holds the client secret, only its SHA-256.
 type Client struct {
 	ID                      string    `json:"client_id"`
-	SecretHash              []byte    `json:"client_secret_sha256,omitempty"`
+	SecretHash              []byte    `json:"secret_hash,omitempty"` // SHA-256 of the secret (base64 in JSON)
 	Name                    string    `json:"client_name,omitempty"`
 	URI                     string    `json:"client_uri,omitempty"`
 	LogoURI                 string    `json:"logo_uri,omitempty"`
