@@ -294,11 +294,6 @@ func TestInfraHookOutputs(t *testing.T) {
 			t.Fatal(err)
 		}
 		used = append(used, infracheck.ShellEnvRefs(string(src))...)
-		if strings.Contains(string(src), "./gateway/cmd/mcpgate") {
-			if _, err := os.Stat(filepath.Join(root, "gateway", "cmd", "mcpgate")); err != nil {
-				t.Errorf("%s runs ./gateway/cmd/mcpgate, which does not exist", s)
-			}
-		}
 	}
 	var outputs []string
 	for _, v := range used {
@@ -315,6 +310,43 @@ func TestInfraHookOutputs(t *testing.T) {
 		}
 	}
 	reportAll(t, infracheck.CheckOutputs(main, outputs))
+}
+
+// TestInfraHookCommands checks the mcpgate commands the hooks run (see checkCLICalls).
+func TestInfraHookCommands(t *testing.T) {
+	root := harness.RepoRoot(t)
+	p := loadProject(t, root)
+	n := 0
+	for _, s := range p.HookScripts() {
+		src, err := os.ReadFile(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += checkCLICalls(t, root, s, string(src))
+	}
+	if n < 2 {
+		t.Errorf("found %d mcpgate calls in the hooks, want secrets generate (postprovision) and keys rotate (postdeploy)", n)
+	}
+}
+
+// checkCLICalls fails when a hook calls `go run ./gateway/cmd/mcpgate` with a subcommand or
+// flag name that the command's sources never mention as a string literal (a text check: the
+// command may not build while it is being written, and a renamed flag must still fail).
+func checkCLICalls(t *testing.T, root, script, src string) int {
+	t.Helper()
+	calls := infracheck.CLICalls(src, "./gateway/cmd/mcpgate")
+	if len(calls) == 0 {
+		return 0
+	}
+	cli := goSources(t, filepath.Join(root, "gateway", "cmd", "mcpgate"))
+	for _, c := range calls {
+		for _, w := range append(slices.Clone(c.Subcommands), c.Flags...) {
+			if !strings.Contains(cli, `"`+w+`"`) {
+				t.Errorf("%s: `mcpgate %s` uses %q, which gateway/cmd/mcpgate never defines", filepath.Base(script), strings.Join(c.Subcommands, " "), w)
+			}
+		}
+	}
+	return len(calls)
 }
 
 // TestInfraDockerfile checks gateway/Dockerfile's shape and that the gateway module resolves

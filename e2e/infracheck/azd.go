@@ -212,3 +212,35 @@ func ShellEnvRefs(src string) []string {
 	sort.Strings(out)
 	return slices.Compact(out)
 }
+
+// CLICall is one `go run <pkg> sub… --flag…` invocation in a shell script.
+type CLICall struct {
+	Subcommands []string
+	Flags       []string
+}
+
+// CLICalls returns the invocations of `go run pkg` in a shell script (backslash
+// continuations joined), with their subcommand words and --flag names.
+func CLICalls(src, pkg string) []CLICall {
+	joined := strings.ReplaceAll(src, "\\\n", " ")
+	var out []CLICall
+	for _, line := range strings.Split(joined, "\n") {
+		f := strings.Fields(line)
+		i := slices.Index(f, pkg)
+		if i < 1 || f[i-1] != "run" {
+			continue
+		}
+		var c CLICall
+		for _, w := range f[i+1:] {
+			switch {
+			case strings.HasPrefix(w, "--"):
+				name, _, _ := strings.Cut(strings.TrimPrefix(w, "--"), "=")
+				c.Flags = append(c.Flags, name)
+			case len(c.Flags) == 0 && !strings.ContainsAny(w, "\"$;|&"):
+				c.Subcommands = append(c.Subcommands, w)
+			}
+		}
+		out = append(out, c)
+	}
+	return out
+}

@@ -320,3 +320,12 @@ func TestReadmeEnvVars(t *testing.T) {
 		t.Errorf("ReadmeEnvVars = %v", got)
 	}
 }
+
+func TestCLICalls(t *testing.T) {
+	src := "retry x \\\n  go run ./gateway/cmd/mcpgate keys rotate \\\n  --app \"$A\" --if-missing\ngo run ./other --x\necho go run ./gateway/cmd/mcpgate secrets generate --secret=s\n"
+	got := CLICalls(src, "./gateway/cmd/mcpgate")
+	if len(got) != 2 || !slices.Equal(got[0].Subcommands, []string{"keys", "rotate"}) || !slices.Equal(got[0].Flags, []string{"app", "if-missing"}) ||
+		!slices.Equal(got[1].Subcommands, []string{"secrets", "generate"}) || !slices.Equal(got[1].Flags, []string{"secret"}) {
+		t.Errorf("CLICalls = %+v", got)
+	}
+}
