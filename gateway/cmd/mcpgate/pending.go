@@ -1,0 +1,19 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"io"
+)
+
+func runKeys(_ context.Context, _ []string, _, _ io.Writer) error {
+	return errors.New("not implemented yet")
+}
+
+func runSecrets(_ context.Context, _ []string, _, _ io.Writer) error {
+	return errors.New("not implemented yet")
+}
+
+func runSessions(_ context.Context, _ []string, _, _ io.Writer) error {
+	return errors.New("not implemented yet")
+}

@@ -1,0 +1,404 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
+	"golang.org/x/time/rate"
+
+	"github.com/mcpgate/mcpgate/gateway/internal/clients"
+	"github.com/mcpgate/mcpgate/gateway/internal/config"
+	"github.com/mcpgate/mcpgate/gateway/internal/funckey"
+	"github.com/mcpgate/mcpgate/gateway/internal/grants"
+	"github.com/mcpgate/mcpgate/gateway/internal/landing"
+	"github.com/mcpgate/mcpgate/gateway/internal/mcpproxy"
+	"github.com/mcpgate/mcpgate/gateway/internal/oauth"
+	"github.com/mcpgate/mcpgate/gateway/internal/ops"
+	"github.com/mcpgate/mcpgate/gateway/internal/secretsrc"
+	"github.com/mcpgate/mcpgate/gateway/internal/session"
+	"github.com/mcpgate/mcpgate/gateway/internal/store"
+	"github.com/mcpgate/mcpgate/gateway/internal/telemetry"
+	"github.com/mcpgate/mcpgate/gateway/internal/upstream"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+const serveSummary = `Run the gateway: the OAuth 2.1 authorization server for MCP clients and the MCP proxy in
+front of the function app. With no settings it runs the local stack's gateway; in Azure every
+setting comes from the environment (see README "Configuration").`
+
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var cfg config.Serve
+	fs := newFlagSet("serve [flags]", serveSummary, stderr)
+	settings := cfg.Settings()
+	config.Bind(fs, settings, os.Getenv)
+	if err := config.CheckEnv(settings, os.Getenv); err != nil {
+		return fmt.Errorf("bad environment: %w", err)
+	}
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("configuration:\n%w", err)
+	}
+	level := new(slog.LevelVar)
+	if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
+		return fmt.Errorf("--log-level %q: want debug, info, warn or error", cfg.LogLevel)
+	}
+	logger := telemetry.NewLogger(stderr, level)
+	gw, err := newGateway(ctx, &cfg, logger)
+	if err != nil {
+		return err
+	}
+	defer gw.close()
+	return gw.serve(ctx)
+}
+
+// gateway is one wired `mcpgate serve` process.
+type gateway struct {
+	cfg     *config.Serve
+	logger  *slog.Logger
+	store   store.Store
+	keeper  *session.Keeper
+	grants  *grants.Manager
+	clients *clients.Registry
+	keys    *funckey.Keys
+	proxy   *mcpproxy.Proxy
+	replica *ops.Registry
+	otel    *telemetry.OTel
+	handler http.Handler
+	metrics http.Handler
+	closers []func()
+}
+
+func (g *gateway) close() {
+	for i := len(g.closers) - 1; i >= 0; i-- {
+		g.closers[i]()
+	}
+}
+
+func newGateway(ctx context.Context, cfg *config.Serve, logger *slog.Logger) (gw *gateway, err error) {
+	g := &gateway{cfg: cfg, logger: logger}
+	defer func() {
+		if err != nil {
+			g.close()
+		}
+	}()
+	replicaID := cfg.ReplicaID
+	if replicaID == "" {
+		replicaID = config.DefaultReplicaID(randomHex(3))
+	}
+	reg := telemetry.NewRegistry()
+	httpMetrics := telemetry.NewHTTPMetrics(reg)
+	if g.otel, err = telemetry.SetupOTel(ctx, "mcpgate", version); err != nil {
+		return nil, fmt.Errorf("OpenTelemetry: %w", err)
+	}
+	g.closers = append(g.closers, func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = g.otel.Shutdown(sctx)
+	})
+
+	creds := &lazyCredential{}
+
+	// Store: Redis when configured, else memory (a single replica).
+	var limiter store.Limiter
+	if cfg.RedisURL != "" {
+		ropts := store.RedisOptions{URL: cfg.RedisURL, Logger: logger}
+		if cfg.RedisEntra {
+			if ropts.StreamingCredentialsProvider, err = redisEntraCredentials(); err != nil {
+				return nil, err
+			}
+		}
+		r, err := store.NewRedis(ctx, ropts)
+		if err != nil {
+			return nil, fmt.Errorf("connect to Redis (MCPGATE_REDIS_URL): %w", err)
+		}
+		g.store, limiter = r, store.NewRedisLimiter(r)
+	} else {
+		g.store, limiter = store.NewMemory(), store.NewMemoryLimiter(100_000)
+		logger.Warn("no MCPGATE_REDIS_URL: sessions live in memory and are lost on restart; run one replica only")
+	}
+	g.closers = append(g.closers, func() { _ = g.store.Close() })
+
+	// Session-key ring.
+	var ringSrc secretsrc.Source
+	if cfg.SessionKeysSecret != "" {
+		cred, err := creds.get()
+		if err != nil {
+			return nil, err
+		}
+		if ringSrc, err = secretsrc.NewKeyVault(cfg.KeyVaultURL, cfg.SessionKeysSecret, cred, nil); err != nil {
+			return nil, fmt.Errorf("session-key ring: %w", err)
+		}
+	} else {
+		created, err := secretsrc.EnsureLocalRing(cfg.SessionKeysFile)
+		if err != nil {
+			return nil, fmt.Errorf("session-key ring %s: %w", cfg.SessionKeysFile, err)
+		}
+		if created {
+			logger.Info("created a local session-key ring", "path", cfg.SessionKeysFile)
+		}
+		ringSrc = secretsrc.NewFile(cfg.SessionKeysFile)
+	}
+	if g.keeper, err = session.NewKeeper(ctx, ringSrc.Get, time.Minute, logger); err != nil {
+		return nil, fmt.Errorf("load the session-key ring from %s: %w (create it with `mcpgate secrets generate`)", ringSrc.Describe(), err)
+	}
+	g.grants = grants.New(g.store, g.keeper, grants.Options{AccessTTL: cfg.AccessTokenTTL, RefreshTTL: cfg.RefreshTokenTTL, Logger: logger})
+
+	// Function key.
+	var keySrc funckey.Source
+	switch {
+	case cfg.FunctionKey != "":
+		keySrc = funckey.Static(cfg.FunctionKey)
+	case cfg.FunctionKeySecret != "":
+		cred, err := creds.get()
+		if err != nil {
+			return nil, err
+		}
+		kv, err := secretsrc.NewKeyVault(cfg.KeyVaultURL, cfg.FunctionKeySecret, cred, nil)
+		if err != nil {
+			return nil, fmt.Errorf("function key: %w", err)
+		}
+		keySrc = funckey.KeyVault(kv)
+	default:
+		keySrc = funckey.File(cfg.FunctionKeyFile)
+	}
+	g.keys = funckey.New(keySrc, funckey.Options{Logger: logger, Registerer: reg})
+	if g.replica, err = ops.NewRegistry(g.store, replicaID, g.keys, ops.RegistryOptions{Logger: logger}); err != nil {
+		return nil, err
+	}
+
+	// Clients.
+	var backend clients.Backend
+	if strings.HasPrefix(cfg.ClientsStore, "https://") || strings.HasPrefix(cfg.ClientsStore, "http://") {
+		cred, err := creds.get()
+		if err != nil {
+			return nil, err
+		}
+		if backend, err = clients.OpenBackend(cfg.ClientsStore, cred); err != nil {
+			return nil, err
+		}
+	} else if backend, err = clients.OpenBackend(cfg.ClientsStore, nil); err != nil {
+		return nil, fmt.Errorf("client registrations %s: %w", cfg.ClientsStore, err)
+	}
+	var prereg []clients.Client
+	if cfg.ClientsFile != "" {
+		if prereg, err = clients.LoadPreregistered(cfg.ClientsFile); err != nil {
+			return nil, err
+		}
+	}
+	if g.clients, err = clients.NewRegistry(ctx, clients.Options{
+		Backend: backend, Cache: clientCache{g.store}, Preregistered: prereg,
+		AllowLoopbackMetadata: cfg.AllowLoopbackCIMD, Logger: logger,
+	}); err != nil {
+		return nil, fmt.Errorf("client registry: %w", err)
+	}
+
+	mux := http.NewServeMux()
+
+	// Upstream identity provider.
+	var idp oauth.Provider
+	if cfg.DevLogin {
+		dl, err := upstream.NewDevLogin(cfg.Origin(), cfg.Listen)
+		if err != nil {
+			return nil, err
+		}
+		mux.Handle("/dev-login", dl.Handler())
+		idp = dl
+		logger.Warn("DEVELOPMENT LOGIN ENABLED: anyone who reaches this gateway can sign in as anyone; loopback only, never in production")
+	} else {
+		ucfg := upstream.Config{
+			Issuer: cfg.Issuer(), ClientID: cfg.UpstreamClientID, ClientSecret: cfg.UpstreamClientSecret,
+			RedirectURL: cfg.Origin() + "/oauth-callback", Scopes: strings.Fields(cfg.UpstreamScopes),
+		}
+		if cfg.UpstreamFICClientID != "" {
+			if ucfg.ClientAssertion, err = managedIdentityAssertion(cfg.UpstreamFICClientID); err != nil {
+				return nil, err
+			}
+		}
+		if idp, err = upstream.New(ctx, ucfg); err != nil {
+			return nil, fmt.Errorf("upstream identity provider %s: %w", ucfg.Issuer, err)
+		}
+	}
+
+	as, err := oauth.New(oauth.Config{
+		PublicURL: cfg.Origin(), Clients: g.clients, Grants: g.grants, Keys: g.keeper,
+		Store: g.store, Limiter: limiter, Upstream: idp,
+		PreapprovedClients: config.List(cfg.PreapprovedClients), Logger: logger, Metrics: reg,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("authorization server: %w", err)
+	}
+	as.Register(mux)
+
+	if g.proxy, err = mcpproxy.New(mcpproxy.Config{
+		PublicURL: cfg.Origin(), AllowedOrigins: config.List(cfg.AllowedOrigins), BackendURL: cfg.BackendURL,
+		Verifier: g.grants, Keys: g.keys, RateLimit: rate.Limit(cfg.RateLimitRPS), RateBurst: cfg.RateLimitBurst,
+		MaxBodyBytes: cfg.MaxBodyBytes, Logger: logger, Registerer: reg, HTTPMetrics: httpMetrics,
+		ReplicaID: replicaID, Transport: g.otel.Transport(mcpproxy.NewTransport(30 * time.Second)),
+	}); err != nil {
+		return nil, fmt.Errorf("MCP proxy: %w", err)
+	}
+	g.proxy.Register(mux)
+
+	mux.Handle("/healthz", ops.Health())
+	mux.Handle("/readyz", ops.Ready(ops.ReadyConfig{
+		Store: g.store, Keys: g.keys, Registry: g.replica,
+		Checks: []ops.Check{{Name: "session-key ring", Fn: func(context.Context) error {
+			if !g.keeper.Loaded() {
+				return errors.New("not loaded")
+			}
+			return nil
+		}}},
+	}))
+	page, err := landing.Handler(landing.Info{PublicURL: cfg.Origin(), DevLogin: cfg.DevLogin})
+	if err != nil {
+		return nil, err
+	}
+	mux.Handle("/", page)
+
+	g.handler = telemetry.RequestID(g.otel.Handler(mux, "mcpgate"))
+	g.metrics = telemetry.MetricsHandler(reg)
+	return g, nil
+}
+
+// serve runs the listeners and background loops until ctx ends, then shuts down gracefully:
+// new connections are refused, requests in flight finish, open streams are closed cleanly.
+func (g *gateway) serve(ctx context.Context) error {
+	bg, stopBG := context.WithCancel(context.Background())
+	defer stopBG()
+	var wg sync.WaitGroup
+	for _, run := range []func(context.Context){g.keeper.Run, g.grants.Run, g.keys.Run, g.replica.Run, g.proxy.Run,
+		func(ctx context.Context) { g.clients.SweepEvery(ctx, 24*time.Hour, 30*24*time.Hour) }} {
+		wg.Add(1)
+		go func() { defer wg.Done(); run(bg) }()
+	}
+	defer wg.Wait()
+
+	streams, closeStreams := context.WithCancel(context.Background())
+	defer closeStreams()
+	api := &http.Server{
+		Addr:              g.cfg.Listen,
+		Handler:           g.handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		BaseContext:       func(net.Listener) context.Context { return streams },
+		ErrorLog:          slog.NewLogLogger(g.logger.Handler(), slog.LevelWarn),
+	}
+	ln, err := net.Listen("tcp", g.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s (MCPGATE_LISTEN): %w", g.cfg.Listen, err)
+	}
+	errc := make(chan error, 2)
+	go func() { errc <- api.Serve(ln) }()
+	var metrics *http.Server
+	if g.cfg.MetricsListen != "" {
+		mln, err := net.Listen("tcp", g.cfg.MetricsListen)
+		if err != nil {
+			_ = api.Close()
+			return fmt.Errorf("listen on %s (MCPGATE_METRICS_LISTEN): %w", g.cfg.MetricsListen, err)
+		}
+		mmux := http.NewServeMux()
+		mmux.Handle("/metrics", g.metrics)
+		metrics = &http.Server{Handler: mmux, ReadHeaderTimeout: 5 * time.Second}
+		go func() { errc <- metrics.Serve(mln) }()
+	}
+	g.logger.Info("mcpgate serving", "listen", g.cfg.Listen, "public_url", g.cfg.Origin(),
+		"mcp", g.cfg.Origin()+"/mcp", "metrics", g.cfg.MetricsListen, "backend", g.cfg.BackendURL, "version", version)
+
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		if !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("server: %w", err)
+		}
+	}
+	g.logger.Info("shutting down: finishing requests in flight, closing streams")
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	// Streams never go idle by themselves: give ordinary requests a moment, then end the
+	// streams (their handlers see the context end and close the response cleanly).
+	timer := time.AfterFunc(2*time.Second, closeStreams)
+	defer timer.Stop()
+	if metrics != nil {
+		_ = metrics.Shutdown(shutdownCtx)
+	}
+	if err := api.Shutdown(shutdownCtx); err != nil {
+		_ = api.Close()
+	}
+	stopBG()
+	return nil
+}
+
+// clientCache adapts the store to the client registry's cache.
+type clientCache struct{ st store.Store }
+
+func (c clientCache) Get(ctx context.Context, key string) ([]byte, error) {
+	b, err := c.st.Get(ctx, key)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, fmt.Errorf("%w: %w", clients.ErrNotFound, err)
+	}
+	return b, err
+}
+
+func (c clientCache) Set(ctx context.Context, key string, v []byte, ttl time.Duration) error {
+	return c.st.Set(ctx, key, v, ttl)
+}
+
+func (c clientCache) Del(ctx context.Context, key string) error { return c.st.Del(ctx, key) }
+
+// lazyCredential creates the Azure credential only when a setting needs one.
+type lazyCredential struct {
+	once sync.Once
+	cred azcore.TokenCredential
+	err  error
+}
+
+func (l *lazyCredential) get() (azcore.TokenCredential, error) {
+	l.once.Do(func() {
+		l.cred, l.err = azidentity.NewDefaultAzureCredential(nil)
+		if l.err != nil {
+			l.err = fmt.Errorf("azure credential (set AZURE_CLIENT_ID to the managed identity's client id): %w", l.err)
+		}
+	})
+	return l.cred, l.err
+}
+
+// managedIdentityAssertion returns a function that gets a managed-identity token for
+// api://AzureADTokenExchange: the client assertion of the Entra app's federated credential.
+func managedIdentityAssertion(clientID string) (func(context.Context) (string, error), error) {
+	mi, err := azidentity.NewManagedIdentityCredential(&azidentity.ManagedIdentityCredentialOptions{ID: azidentity.ClientID(clientID)})
+	if err != nil {
+		return nil, fmt.Errorf("managed identity %s (MCPGATE_UPSTREAM_FIC_CLIENT_ID): %w", clientID, err)
+	}
+	return func(ctx context.Context) (string, error) {
+		tok, err := mi.GetToken(ctx, policy.TokenRequestOptions{Scopes: []string{"api://AzureADTokenExchange/.default"}})
+		if err != nil {
+			return "", fmt.Errorf("managed identity token for the federated credential: %w", err)
+		}
+		return tok.Token, nil
+	}, nil
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
