@@ -1,6 +1,7 @@
 package mcpproxy
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -97,7 +98,9 @@ func (p *Proxy) chain(w http.ResponseWriter, r *http.Request, c *Call, next Hand
 		return
 	}
 	// Steps 2 and 3: the token opens, its grant exists and is good for this endpoint.
-	g, err := p.cfg.Verifier.Verify(r.Context(), token, ep.Resource)
+	vctx, cancel := context.WithTimeout(r.Context(), p.cfg.VerifyTimeout)
+	g, err := p.cfg.Verifier.Verify(vctx, token, ep.Resource)
+	cancel()
 	if err != nil {
 		if errors.Is(err, grants.ErrInvalidToken) {
 			c.Outcome = "invalid_token"

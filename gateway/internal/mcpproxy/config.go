@@ -75,6 +75,9 @@ type Config struct {
 	// BackendHeaderTimeout bounds the wait for the backend's response headers (default 240 s;
 	// stateless JSON responses send headers only when the tool finishes). Exceeded: 504.
 	BackendHeaderTimeout time.Duration
+	// VerifyTimeout bounds a grant verification (default 750 ms): with the store unreachable
+	// a call gets 503 quickly instead of waiting for the store client's retries.
+	VerifyTimeout time.Duration
 	// Transport is the backend round tripper (default: a tuned http.Transport). Wrap it for
 	// tracing (telemetry.OTel.Transport).
 	Transport http.RoundTripper
@@ -126,6 +129,7 @@ const (
 	DefaultKeepAlive            = 15 * time.Second
 	DefaultBackendHeaderTimeout = 240 * time.Second
 	DefaultRateLimit            = rate.Limit(10)
+	DefaultVerifyTimeout        = 750 * time.Millisecond
 	DefaultScope                = "mcp:tools"
 )
 
@@ -150,6 +154,9 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	if cfg.BackendHeaderTimeout <= 0 {
 		cfg.BackendHeaderTimeout = DefaultBackendHeaderTimeout
+	}
+	if cfg.VerifyTimeout <= 0 {
+		cfg.VerifyTimeout = DefaultVerifyTimeout
 	}
 	if cfg.RateLimit == 0 {
 		cfg.RateLimit = DefaultRateLimit
