@@ -5,10 +5,11 @@ import (
 	"encoding/json"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/mcpgate/mcpgate/e2e/harness"
 )
@@ -41,22 +42,11 @@ func TestFunctionAppInspectorCLI(t *testing.T) {
 	if err != nil {
 		t.Fatalf("inspector tools/list: %v\n%s", err, out)
 	}
-	var list struct {
-		Tools []struct {
-			Name string `json:"name"`
-		} `json:"tools"`
-	}
+	var list mcp.ListToolsResult
 	if err := json.Unmarshal([]byte(out), &list); err != nil {
 		t.Fatalf("tools/list output: %v\n%s", err, out)
 	}
-	var names []string
-	for _, tool := range list.Tools {
-		names = append(names, tool.Name)
-	}
-	slices.Sort(names)
-	if want := []string{"delete_snippet", "get_snippet", "hello_mcp", "list_snippets", "save_snippet"}; !slices.Equal(names, want) {
-		t.Fatalf("inspector tools/list = %v, want %v", names, want)
-	}
+	checkToolList(t, list.Tools, "inspector")
 
 	out, err = inspector(t, url, fa.Key, "--method", "tools/call", "--tool-name", "save_snippet",
 		"--tool-arg", "snippetname=inspector.txt", `snippet=hello from the inspector`)

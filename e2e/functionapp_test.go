@@ -203,6 +203,19 @@ func TestFunctionAppKeys(t *testing.T) {
 	}
 }
 
+// checkToolList checks that a tools/list answer names exactly the five snippet tools.
+func checkToolList(t *testing.T, tools []*mcp.Tool, via string) {
+	t.Helper()
+	var names []string
+	for _, tool := range tools {
+		names = append(names, tool.Name)
+	}
+	slices.Sort(names)
+	if want := []string{"delete_snippet", "get_snippet", "hello_mcp", "list_snippets", "save_snippet"}; !slices.Equal(names, want) {
+		t.Fatalf("%s tools/list = %v, want %v", via, names, want)
+	}
+}
+
 // exerciseTools runs every tool and its error paths through a go-sdk client session.
 func exerciseTools(t *testing.T, cs *mcp.ClientSession) {
 	t.Helper()
@@ -210,14 +223,7 @@ func exerciseTools(t *testing.T, cs *mcp.ClientSession) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var names []string
-	for _, tool := range tools.Tools {
-		names = append(names, tool.Name)
-	}
-	slices.Sort(names)
-	if want := []string{"delete_snippet", "get_snippet", "hello_mcp", "list_snippets", "save_snippet"}; !slices.Equal(names, want) {
-		t.Fatalf("tools/list = %v, want %v", names, want)
-	}
+	checkToolList(t, tools.Tools, "go-sdk")
 	content := "SELECT 1;\n-- ünïcödé ✓\n"
 	if txt, isErr := callTool(t, cs, "save_snippet", map[string]any{"snippetname": "q.sql", "snippet": content}); isErr || !strings.Contains(txt, "'q.sql' saved") || strings.Contains(txt, "SELECT") {
 		t.Fatalf("save_snippet = %q %v (must answer with the name)", txt, isErr)

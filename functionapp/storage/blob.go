@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"slices"
 	"strings"
 	"sync"
@@ -51,14 +50,7 @@ func (b *Blob) Get(ctx context.Context, name string) ([]byte, error) {
 		return nil, fmt.Errorf("download snippet blob: %w", err)
 	}
 	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, MaxSnippetBytes+1))
-	if err != nil {
-		return nil, fmt.Errorf("download snippet blob: %w", err)
-	}
-	if len(data) > MaxSnippetBytes {
-		return nil, fmt.Errorf("%w: stored snippet exceeds %d bytes", ErrTooLarge, MaxSnippetBytes)
-	}
-	return data, nil
+	return readSnippet(resp.Body)
 }
 
 // Put implements Store.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -47,14 +46,7 @@ func (d *Dir) Get(_ context.Context, name string) ([]byte, error) {
 		return nil, fmt.Errorf("read snippet: %w", err)
 	}
 	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, MaxSnippetBytes+1))
-	if err != nil {
-		return nil, fmt.Errorf("read snippet: %w", err)
-	}
-	if len(b) > MaxSnippetBytes {
-		return nil, fmt.Errorf("%w: stored snippet exceeds %d bytes", ErrTooLarge, MaxSnippetBytes)
-	}
-	return b, nil
+	return readSnippet(f)
 }
 
 // Put implements Store.

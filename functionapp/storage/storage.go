@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 )
 
 // MaxNameLen is the longest snippet name accepted.
@@ -74,4 +75,17 @@ func checkPut(name string, content []byte) error {
 		return fmt.Errorf("%w: %d bytes, the limit is %d", ErrTooLarge, len(content), MaxSnippetBytes)
 	}
 	return nil
+}
+
+// readSnippet reads a stored snippet, refusing one larger than MaxSnippetBytes (written
+// behind our back) without reading it whole.
+func readSnippet(r io.Reader) ([]byte, error) {
+	data, err := io.ReadAll(io.LimitReader(r, MaxSnippetBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("read snippet: %w", err)
+	}
+	if len(data) > MaxSnippetBytes {
+		return nil, fmt.Errorf("%w: stored snippet exceeds %d bytes", ErrTooLarge, MaxSnippetBytes)
+	}
+	return data, nil
 }
