@@ -44,8 +44,27 @@ func appendField(b []byte, v []byte) []byte {
 	return append(b, v...)
 }
 
+// uvarint decodes a minimally encoded uvarint (k ≤ 0 on error), so that every payload has
+// exactly one encoding.
+func uvarint(b []byte) (uint64, int) {
+	v, k := binary.Uvarint(b)
+	if k > 0 && k != uvarintLen(v) {
+		return 0, -1
+	}
+	return v, k
+}
+
+func uvarintLen(v uint64) int {
+	n := 1
+	for v >= 0x80 {
+		v >>= 7
+		n++
+	}
+	return n
+}
+
 func readField(b []byte) (field, rest []byte, err error) {
-	n, k := binary.Uvarint(b)
+	n, k := uvarint(b)
 	if k <= 0 || n > uint64(len(b)-k) {
 		return nil, nil, errPayload
 	}
@@ -96,7 +115,7 @@ func parseRefresh(b []byte) (c refreshClaims, err error) {
 			return c, err
 		}
 	}
-	gen, k := binary.Uvarint(b)
+	gen, k := uvarint(b)
 	if k <= 0 || k != len(b) || len(c.dataKey) != 32 || len(c.grantID) == 0 || len(c.secret) != rotationSecretSize {
 		return c, errPayload
 	}

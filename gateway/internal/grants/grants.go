@@ -94,7 +94,16 @@ type TokenSet struct {
 	ExpiresIn int    `json:"expires_in"`
 	Scope     string `json:"scope,omitempty"`
 	// GrantID identifies the grant (to revoke it when a code is replayed; log it via LogID).
-	GrantID string `json:"grant_id"`
+	// It is not part of the token response.
+	GrantID string `json:"-"`
+}
+
+// storedSet is a TokenSet as kept for the refresh grace window.
+type storedSet struct {
+	AccessToken  string `json:"at"`
+	RefreshToken string `json:"rt"`
+	ExpiresIn    int    `json:"exp"`
+	Scope        string `json:"scope,omitempty"`
 }
 
 // Options configures a Manager. Zero values take the defaults.
@@ -430,12 +439,12 @@ func (m *Manager) Refresh(ctx context.Context, refreshToken, clientID string, re
 				// Not the token that was consumed (its rotation secret differs): a replay.
 				return m.replay(ctx, id, clientID)
 			}
-			var ts TokenSet
-			if err := json.Unmarshal(pt, &ts); err != nil {
+			var ss storedSet
+			if err := json.Unmarshal(pt, &ss); err != nil {
 				return nil, nil, fmt.Errorf("grants: decode last token set: %w", err)
 			}
 			g := rec.Grant
-			return &ts, &g, nil
+			return &TokenSet{AccessToken: ss.AccessToken, RefreshToken: ss.RefreshToken, ExpiresIn: ss.ExpiresIn, Scope: ss.Scope, GrantID: id}, &g, nil
 		default:
 			return m.replay(ctx, id, clientID)
 		}
@@ -482,7 +491,7 @@ func (m *Manager) rotate(ctx context.Context, rec *record, c refreshClaims, refr
 	if err != nil {
 		return nil, nil, err
 	}
-	last, err := json.Marshal(ts)
+	last, err := json.Marshal(storedSet{AccessToken: ts.AccessToken, RefreshToken: ts.RefreshToken, ExpiresIn: ts.ExpiresIn, Scope: ts.Scope})
 	if err != nil {
 		return nil, nil, fmt.Errorf("grants: encode token set: %w", err)
 	}
