@@ -211,7 +211,13 @@ func (s *Server) consentReject(w http.ResponseWriter, r *http.Request, why strin
 // user in silently, back to our callback and on to the client's redirect URI).
 func (s *Server) consentFormAction(redirectURI string) string {
 	srcs := []string{"'self'"}
-	if idp := originOf(s.up.AuthCodeURL("probe", "probe", "probe")); idp != "" && idp != s.issuer {
+	var idp string
+	if o, ok := s.up.(interface{ Origin() string }); ok {
+		idp = originOf(o.Origin())
+	} else {
+		idp = originOf(s.up.AuthCodeURL("probe", "probe", "probe"))
+	}
+	if idp != "" && idp != s.issuer {
 		srcs = append(srcs, idp)
 	}
 	if rs := cspSource(redirectURI); rs != "" {
