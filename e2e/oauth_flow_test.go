@@ -207,7 +207,7 @@ func TestOAuthFlow(t *testing.T) {
 		}
 	}
 	// Auth-funnel metrics.
-	resp, b = tc.get(s.URL + "/metrics")
+	_, b = tc.get(s.URL + "/metrics")
 	for _, want := range []string{`outcome="ok",step="register"`, `outcome="allow",step="consent"`, `outcome="ok",step="callback"`, `outcome="ok",step="token"`, `outcome="ok",step="refresh"`, `outcome="code_replay",step="token"`} {
 		if !strings.Contains(b, want) {
 			t.Errorf("metrics lack %s", want)
