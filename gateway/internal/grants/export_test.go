@@ -15,7 +15,7 @@ func (m *Manager) SetCacheTTL(d time.Duration) { m.cacheTTL = d }
 
 // DataKeyOf returns the data key sealed inside an access token.
 func (m *Manager) DataKeyOf(tok string) []byte {
-	pt, err := m.keeper.Ring().Open(session.PurposeAccess, tok, m.now())
+	pt, err := m.Ring().Open(session.PurposeAccess, tok, m.now())
 	if err != nil {
 		return nil
 	}

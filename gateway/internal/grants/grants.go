@@ -226,6 +226,17 @@ func lastAD(id string, gen int) []byte {
 	return []byte("mcpgate/grant-last/v1\x00" + id + "\x00" + strconv.Itoa(gen))
 }
 
+// errNoRing is returned (wrapping ErrUnavailable) while the session-key ring is not loaded.
+var errNoRing = fmt.Errorf("%w: session key ring not loaded", ErrUnavailable)
+
+// ring returns the current session-key ring, or errNoRing (fail closed).
+func (m *Manager) ring() (*session.Ring, error) {
+	if r := m.keeper.Ring(); r != nil {
+		return r, nil
+	}
+	return nil, errNoRing
+}
+
 func unavailable(op string, err error) error {
 	return fmt.Errorf("%w: %s: %v", ErrUnavailable, op, err)
 }
@@ -308,7 +319,10 @@ func wrapUpstream(dk []byte, id string, up identity.Tokens) ([]byte, error) {
 // tokens seals a new access token and a refresh token of generation rec.RefreshGen, and
 // returns them with the refresh token's rotation secret.
 func (m *Manager) tokens(rec *record, dk []byte, now time.Time) (*TokenSet, []byte, error) {
-	ring := m.keeper.Ring()
+	ring, err := m.ring()
+	if err != nil {
+		return nil, nil, err
+	}
 	accessExp := now.Add(m.accessT)
 	if rec.ExpiresAt.Before(accessExp) {
 		accessExp = rec.ExpiresAt
@@ -382,7 +396,11 @@ func (m *Manager) save(ctx context.Context, rec *record, now time.Time) (bool, e
 // left unchanged, so the client may retry).
 func (m *Manager) Refresh(ctx context.Context, refreshToken, clientID string, refreshUpstream RefreshFunc) (*TokenSet, *Grant, error) {
 	now := m.now()
-	pt, err := m.keeper.Ring().Open(session.PurposeRefresh, refreshToken, now)
+	ring, err := m.ring()
+	if err != nil {
+		return nil, nil, err
+	}
+	pt, err := ring.Open(session.PurposeRefresh, refreshToken, now)
 	if err != nil {
 		return nil, nil, ErrInvalidGrant
 	}
@@ -572,7 +590,11 @@ func isOrigin(s string) bool {
 // ErrInvalidToken for every token problem and ErrUnavailable when the store cannot be reached.
 func (m *Manager) Verify(ctx context.Context, accessToken, resource string) (*Grant, error) {
 	now := m.now()
-	pt, err := m.keeper.Ring().Open(session.PurposeAccess, accessToken, now)
+	ring, err := m.ring()
+	if err != nil {
+		return nil, err
+	}
+	pt, err := ring.Open(session.PurposeAccess, accessToken, now)
 	if err != nil {
 		return nil, ErrInvalidToken
 	}
@@ -648,7 +670,11 @@ func (m *Manager) pruneLocked() {
 // UpstreamTokens decrypts the upstream tokens of g (as returned by Verify or Refresh) with the
 // data key inside accessToken, which must belong to g.
 func (m *Manager) UpstreamTokens(ctx context.Context, g *Grant, accessToken string) (identity.Tokens, error) {
-	pt, err := m.keeper.Ring().Open(session.PurposeAccess, accessToken, m.now())
+	ring, err := m.ring()
+	if err != nil {
+		return identity.Tokens{}, err
+	}
+	pt, err := ring.Open(session.PurposeAccess, accessToken, m.now())
 	if err != nil {
 		return identity.Tokens{}, ErrInvalidToken
 	}
@@ -716,7 +742,11 @@ func (m *Manager) revoke(ctx context.Context, id string) (bool, error) {
 // (RFC 7009): invalid, expired or unknown tokens are not an error; a token issued to another
 // client gives ErrInvalidGrant and revokes nothing.
 func (m *Manager) RevokeToken(ctx context.Context, token, clientID string) error {
-	ring, now := m.keeper.Ring(), m.now()
+	ring, err := m.ring()
+	if err != nil {
+		return err
+	}
+	now := m.now()
 	var id, owner []byte
 	if pt, err := ring.Open(session.PurposeAccess, token, now); err == nil {
 		if c, err := parseAccess(pt); err == nil {

@@ -634,3 +634,25 @@ func TestIssueValidation(t *testing.T) {
 		}
 	}
 }
+
+// TestNoRingFailsClosed: before the session-key ring exists every operation is ErrUnavailable.
+func TestNoRingFailsClosed(t *testing.T) {
+	keeper, err := session.NewPendingKeeper(func(context.Context) ([]byte, error) { return nil, errors.New("not yet") }, time.Minute, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := grants.New(store.NewMemory(), keeper, grants.Options{})
+	ctx := t.Context()
+	if _, err := m.Issue(ctx, grants.Grant{ClientID: client, User: user, Resource: mcpRes}, identity.Tokens{}); !errors.Is(err, grants.ErrUnavailable) {
+		t.Errorf("Issue: %v", err)
+	}
+	if _, err := m.Verify(ctx, "x", mcpRes); !errors.Is(err, grants.ErrUnavailable) {
+		t.Errorf("Verify: %v", err)
+	}
+	if _, _, err := m.Refresh(ctx, "x", client, nil); !errors.Is(err, grants.ErrUnavailable) {
+		t.Errorf("Refresh: %v", err)
+	}
+	if err := m.RevokeToken(ctx, "x", client); !errors.Is(err, grants.ErrUnavailable) {
+		t.Errorf("RevokeToken: %v", err)
+	}
+}

@@ -9,6 +9,9 @@ import (
 	"time"
 )
 
+// pendingRetry is how often a Keeper without a ring retries.
+const pendingRetry = 5 * time.Second
+
 // DefaultReloadInterval is how often a Keeper reloads the ring when no interval is given.
 const DefaultReloadInterval = time.Minute
 
@@ -41,6 +44,23 @@ func NewKeeper(ctx context.Context, load func(context.Context) ([]byte, error), 
 	return k, nil
 }
 
+// NewPendingKeeper returns a Keeper with no ring yet, for a gateway that starts alive but not
+// ready until its ring exists (Azure: the ring is created after provisioning). Run loads it:
+// at once, then every 5 s (or interval, if shorter) until the first success, then every
+// interval. Until then Ring returns nil and Loaded false; users must fail closed.
+func NewPendingKeeper(load func(context.Context) ([]byte, error), interval time.Duration, logger *slog.Logger) (*Keeper, error) {
+	if load == nil {
+		return nil, errors.New("session keeper: nil load function")
+	}
+	if interval <= 0 {
+		interval = DefaultReloadInterval
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Keeper{load: load, interval: interval, logger: logger}, nil
+}
+
 // NewStaticKeeper returns a Keeper that always holds r (for tests and fixed setups).
 func NewStaticKeeper(r *Ring) *Keeper {
 	k := &Keeper{interval: DefaultReloadInterval, logger: slog.New(slog.DiscardHandler)}
@@ -49,7 +69,8 @@ func NewStaticKeeper(r *Ring) *Keeper {
 	return k
 }
 
-// Ring returns the current ring (never nil once NewKeeper succeeded).
+// Ring returns the current ring: never nil from NewKeeper or NewStaticKeeper, nil from
+// NewPendingKeeper until the first successful load.
 func (k *Keeper) Ring() *Ring { return k.ring.Load() }
 
 // Loaded reports whether a ring is loaded (readiness).
@@ -80,6 +101,19 @@ func (k *Keeper) Reload(ctx context.Context) error {
 // Run reloads the ring every interval until ctx ends. Failures are logged (without secrets)
 // and the last good ring stays in use.
 func (k *Keeper) Run(ctx context.Context) {
+	for !k.Loaded() {
+		if err := k.Reload(ctx); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			k.logger.Warn("session key ring not available yet; not ready", "err", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(min(k.interval, pendingRetry)):
+			}
+		}
+	}
 	t := time.NewTicker(k.interval)
 	defer t.Stop()
 	for {

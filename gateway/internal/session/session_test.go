@@ -416,3 +416,35 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 	defer s.mu.Unlock()
 	return s.w.Write(p)
 }
+
+func TestPendingKeeper(t *testing.T) {
+	r := newRing(t, newKey(t, session.StateActive))
+	doc, _ := r.Marshal()
+	var ready atomic.Bool
+	k, err := session.NewPendingKeeper(func(context.Context) ([]byte, error) {
+		if !ready.Load() {
+			return nil, errors.New("secret not found")
+		}
+		return doc, nil
+	}, time.Millisecond, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k.Loaded() || k.Ring() != nil {
+		t.Fatal("pending keeper has a ring")
+	}
+	ctx, stop := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { k.Run(ctx); close(done) }()
+	waitUntil(t, func() bool { return k.LastError() != nil })
+	if k.Loaded() {
+		t.Fatal("loaded without a ring")
+	}
+	ready.Store(true)
+	waitUntil(t, k.Loaded)
+	if k.Ring().ActiveID() != r.ActiveID() {
+		t.Fatal("wrong ring")
+	}
+	stop()
+	<-done
+}
