@@ -791,8 +791,10 @@ func (m *Manager) revokeIndex(ctx context.Context, index string) (int, error) {
 			n++
 		}
 	}
-	if err := m.st.Del(ctx, index); err != nil {
-		m.log.Warn("delete grant index", "err", err)
+	// Members are removed one by one by revoke (and stale ones here), never the whole set, so
+	// a grant issued meanwhile stays indexed.
+	for _, id := range ids {
+		_ = m.st.SRem(ctx, index, id)
 	}
 	return n, nil
 }

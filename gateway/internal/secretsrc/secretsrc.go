@@ -183,7 +183,8 @@ func (k *KeyVault) wrap(op string, err error) error {
 
 // EnsureLocalRing creates a session-key ring file with one fresh active key at path when the
 // file is missing (directory mode 0700, file mode 0600), and reports whether it created one.
-// An existing file is left alone (it is not validated here: the Keeper parses it).
+// Creation is atomic and exclusive: of two processes racing, one creates the file and both
+// then read the same ring. An existing file is left alone (the Keeper validates it).
 func EnsureLocalRing(path string) (created bool, err error) {
 	if _, err := os.Stat(path); err == nil {
 		return false, nil
@@ -194,7 +195,25 @@ func EnsureLocalRing(path string) (created bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	if err := NewFile(path).Put(context.Background(), doc); err != nil {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return false, fmt.Errorf("session key ring %s: %w", path, err)
+	}
+	tf, err := os.CreateTemp(dir, "."+filepath.Base(path)+".new-*")
+	if err != nil {
+		return false, fmt.Errorf("session key ring %s: %w", path, err)
+	}
+	tmp := tf.Name()
+	_ = tf.Close()
+	defer os.Remove(tmp)
+	if err := NewFile(tmp).Put(context.Background(), doc); err != nil {
+		return false, fmt.Errorf("session key ring %s: %w", path, err)
+	}
+	// link(2) fails if path exists: create-if-absent without a window for a partial file.
+	if err := os.Link(tmp, path); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return false, nil
+		}
 		return false, fmt.Errorf("session key ring %s: %w", path, err)
 	}
 	return true, nil

@@ -91,6 +91,34 @@ func TestEnsureLocalRing(t *testing.T) {
 	}
 }
 
+func TestEnsureLocalRingRace(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ring.json")
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	created := 0
+	for range 8 {
+		wg.Go(func() {
+			c, err := secretsrc.EnsureLocalRing(path)
+			if err != nil {
+				t.Error(err)
+			}
+			if c {
+				mu.Lock()
+				created++
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if created != 1 {
+		t.Fatalf("%d callers created the ring", created)
+	}
+	entries, _ := os.ReadDir(filepath.Dir(path))
+	if len(entries) != 1 {
+		t.Fatalf("leftover files: %d entries", len(entries))
+	}
+}
+
 // fakeCred is an azcore.TokenCredential that counts calls and returns a fixed token.
 type fakeCred struct {
 	mu     sync.Mutex

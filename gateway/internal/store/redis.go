@@ -27,6 +27,9 @@ type RedisOptions struct {
 	Configure func(*redis.Options)
 	// Logger receives connection-state logs of subscriptions (never secrets). Nil discards.
 	Logger *slog.Logger
+	// NoPing skips the initial PING, so that a process can start (alive, not ready) while
+	// Redis is unreachable; every call then fails until Redis answers.
+	NoPing bool
 }
 
 // Redis is the Store backed by a Redis server (go-redis v9).
@@ -35,8 +38,8 @@ type Redis struct {
 	logger *slog.Logger
 }
 
-// NewRedis connects to Redis as opts say and pings it once; a failed ping is an error (the
-// caller decides whether to start anyway).
+// NewRedis connects to Redis as opts say and pings it once (unless opts.NoPing); a failed
+// ping is an error.
 func NewRedis(ctx context.Context, opts RedisOptions) (*Redis, error) {
 	o, err := redis.ParseURL(opts.URL)
 	if err != nil {
@@ -55,6 +58,9 @@ func NewRedis(ctx context.Context, opts RedisOptions) (*Redis, error) {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	r := &Redis{client: redis.NewClient(o), logger: logger}
+	if opts.NoPing {
+		return r, nil
+	}
 	if err := r.Ping(ctx); err != nil {
 		_ = r.client.Close()
 		return nil, err
