@@ -201,6 +201,16 @@ func TestFunctionAppKeys(t *testing.T) {
 	if _, isErr := callTool(t, cs, "list_snippets", nil); isErr {
 		t.Fatal("list_snippets failed")
 	}
+	_ = cs.Close()
+	// SIGTERM shuts down gracefully with exit status 0.
+	if err := fa.Stop(); err != nil {
+		t.Fatalf("stop: %v\n%s", err, fa.Output())
+	}
+	for _, secret := range []string{fa.Key, newKey, master} {
+		if strings.Contains(fa.Output(), secret) {
+			t.Fatal("the function app logged a key")
+		}
+	}
 }
 
 // checkToolList checks that a tools/list answer names exactly the five snippet tools.
