@@ -398,3 +398,27 @@ func BenchmarkFunctionAppStartToFirstCall(b *testing.B) {
 	b.ReportMetric(float64(lat[len(lat)/2].Nanoseconds()), "p50-ns")
 	b.ReportMetric(float64(lat[len(lat)*9/10].Nanoseconds()), "p90-ns")
 }
+
+// BenchmarkFunctionAppToolsCall measures tools/call (get_snippet, local directory backend)
+// against the standalone binary over loopback HTTP with keep-alive, key check included. The
+// median is reported as p50-ns.
+func BenchmarkFunctionAppToolsCall(b *testing.B) {
+	fa := harness.StartFunctionApp(b, harness.FunctionAppOptions{Env: []string{"FUNCTIONAPP_LOG_LEVEL=warn"}})
+	save := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"save_snippet","arguments":{"snippetname":"bench","snippet":"fmt.Println(42)"}}}`
+	get := `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"get_snippet","arguments":{"snippetname":"bench"}}}`
+	hdr := map[string]string{"Mcp-Protocol-Version": "2025-11-25"}
+	if code, body := rawPost(b, fa.URL+"/mcp", fa.Key, hdr, save); code != 200 || strings.Contains(body, `"isError":true`) {
+		b.Fatalf("save: %d %s", code, body)
+	}
+	lat := make([]time.Duration, 0, b.N)
+	for b.Loop() {
+		start := time.Now()
+		if code, body := rawPost(b, fa.URL+"/mcp", fa.Key, hdr, get); code != 200 || !strings.Contains(body, "fmt.Println(42)") {
+			b.Fatalf("get: %d %s", code, body)
+		}
+		lat = append(lat, time.Since(start))
+	}
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Nanoseconds()), "p50-ns")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Nanoseconds()), "p99-ns")
+}
