@@ -132,8 +132,19 @@ func TestFunctionAppProtocolRevisions(t *testing.T) {
 		code, body := rawPost(t, fa.URL+"/mcp", fa.Key, map[string]string{
 			"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "server/discover",
 		}, `{"jsonrpc":"2.0","id":1,"method":"server/discover","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{},"io.modelcontextprotocol/clientInfo":{"name":"raw","version":"0"}}}}`)
-		if code != 200 || !strings.Contains(body, "2026-07-28") || !strings.Contains(body, `"tools"`) {
+		var disc struct {
+			Result struct {
+				SupportedVersions []string       `json:"supportedVersions"`
+				Capabilities      map[string]any `json:"capabilities"`
+			} `json:"result"`
+		}
+		if err := json.Unmarshal([]byte(body), &disc); code != 200 || err != nil || disc.Result.Capabilities["tools"] == nil {
 			t.Fatalf("server/discover = %d %s", code, body)
+		}
+		for _, v := range []string{"2026-07-28", "2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"} {
+			if !slices.Contains(disc.Result.SupportedVersions, v) {
+				t.Errorf("server/discover does not list %s: %v", v, disc.Result.SupportedVersions)
+			}
 		}
 	})
 	t.Run("stateless", func(t *testing.T) {
