@@ -165,6 +165,10 @@ func TestFullFlow(t *testing.T) {
 	if h.Get("X-Frame-Options") != "DENY" {
 		t.Error("no X-Frame-Options DENY")
 	}
+	// no-referrer would make browsers send "Origin: null" with the form (seen in Chromium).
+	if h.Get("Referrer-Policy") != "same-origin" || strings.Contains(page, `content="no-referrer"`) {
+		t.Errorf("consent page referrer policy %q", h.Get("Referrer-Policy"))
+	}
 	csp := h.Get("Content-Security-Policy")
 	for _, want := range []string{"frame-ancestors 'none'", "form-action 'self' https://idp.example.test http://127.0.0.1:3000;", "default-src 'none'", "base-uri 'none'"} {
 		if !strings.Contains(csp, want) {
