@@ -63,7 +63,9 @@ func Open(cfg Config) (Store, string, error) {
 			return nil, "", errors.New("AzureWebJobsStorage is not a valid storage connection string " +
 				"(it needs AccountName and AccountKey, or BlobEndpoint and SharedAccessSignature)")
 		}
-		return NewBlob(c, cfg.Container), "blob " + c.URL() + " (connection string)", nil
+		// The URL carries the SAS token when the string has one: log only its endpoint.
+		endpoint, _, _ := strings.Cut(c.URL(), "?")
+		return NewBlob(c, cfg.Container), "blob " + endpoint + " (connection string)", nil
 	default:
 		d, err := NewDir(cfg.Dir)
 		if err != nil {

@@ -66,10 +66,15 @@ func TestOpen(t *testing.T) {
 	if _, _, err := storage.Open(storage.Config{ConnectionString: "garbage;" + secret}); err == nil || strings.Contains(err.Error(), secret) {
 		t.Fatalf("bad connection string: %v (must fail without echoing it)", err)
 	}
+	_, desc, err := storage.Open(storage.Config{ConnectionString: "BlobEndpoint=https://acct.blob.core.windows.net/;SharedAccessSignature=sv=2024&sig=SECRETSIG"})
+	if err != nil || strings.Contains(desc, "SECRETSIG") || !strings.Contains(desc, "https://acct.blob.core.windows.net/") {
+		t.Fatalf("SAS connection string: %v, description %q (must not hold the signature)", err, desc)
+	}
 	if _, _, err := storage.Open(storage.Config{AccountName: "acct", Credential: "password"}); err == nil {
 		t.Fatal("unsupported credential kind accepted")
 	}
-	s, desc, err := storage.Open(storage.Config{AccountName: "acct", Credential: "managedidentity", ClientID: "00000000-0000-0000-0000-000000000001"})
+	var s storage.Store
+	s, desc, err = storage.Open(storage.Config{AccountName: "acct", Credential: "managedidentity", ClientID: "00000000-0000-0000-0000-000000000001"})
 	if err != nil || !strings.Contains(desc, "https://acct.blob.core.windows.net/") {
 		t.Fatalf("managed identity: %v, %q", err, desc)
 	}
