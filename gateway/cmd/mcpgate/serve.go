@@ -18,6 +18,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
+	"github.com/redis/go-redis/v9"
 	"golang.org/x/time/rate"
 
 	"github.com/mcpgate/mcpgate/gateway/internal/clients"
@@ -119,7 +120,8 @@ func newGateway(ctx context.Context, cfg *config.Serve, logger *slog.Logger) (gw
 	// Store: Redis when configured, else memory (a single replica).
 	var limiter store.Limiter
 	if cfg.RedisURL != "" {
-		ropts := store.RedisOptions{URL: cfg.RedisURL, Logger: logger}
+		// NoPing: the gateway starts alive but not ready while Redis is unreachable.
+		ropts := store.RedisOptions{URL: cfg.RedisURL, Logger: logger, NoPing: true}
 		if cfg.RedisEntra {
 			if ropts.StreamingCredentialsProvider, err = redisEntraCredentials(); err != nil {
 				return nil, err
@@ -130,6 +132,12 @@ func newGateway(ctx context.Context, cfg *config.Serve, logger *slog.Logger) (gw
 			return nil, fmt.Errorf("connect to Redis (MCPGATE_REDIS_URL): %w", err)
 		}
 		g.store, limiter = r, store.NewRedisLimiter(r)
+		redis.SetLogger(redisLogger{logger})
+		pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		if err := r.Ping(pctx); err != nil {
+			logger.Error("Redis is unreachable: not ready until it answers", "error", err)
+		}
+		cancel()
 	} else {
 		g.store, limiter = store.NewMemory(), store.NewMemoryLimiter(100_000)
 		logger.Warn("no MCPGATE_REDIS_URL: sessions live in memory and are lost on restart; run one replica only")
@@ -156,7 +164,13 @@ func newGateway(ctx context.Context, cfg *config.Serve, logger *slog.Logger) (gw
 		}
 		ringSrc = secretsrc.NewFile(cfg.SessionKeysFile)
 	}
-	if g.keeper, err = session.NewKeeper(ctx, ringSrc.Get, time.Minute, logger); err != nil {
+	if cfg.SessionKeysSecret != "" {
+		// In Azure the ring is created after provisioning: start alive, not ready, until it exists.
+		g.keeper, err = session.NewPendingKeeper(ringSrc.Get, time.Minute, logger)
+	} else {
+		g.keeper, err = session.NewKeeper(ctx, ringSrc.Get, time.Minute, logger)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("load the session-key ring from %s: %w (create it with `mcpgate secrets generate`)", ringSrc.Describe(), err)
 	}
 	g.grants = grants.New(g.store, g.keeper, grants.Options{AccessTTL: cfg.AccessTokenTTL, RefreshTTL: cfg.RefreshTokenTTL, Logger: logger})
@@ -245,7 +259,14 @@ func newGateway(ctx context.Context, cfg *config.Serve, logger *slog.Logger) (gw
 	if err != nil {
 		return nil, fmt.Errorf("authorization server: %w", err)
 	}
-	as.Register(mux)
+	// Until the session-key ring exists (Azure: created after provisioning) the endpoints that
+	// sign or seal anything answer 503; metadata stays up.
+	asHandler := as.Handler()
+	guarded := ringGuard(g.keeper, asHandler)
+	mux.Handle("/.well-known/", asHandler)
+	for _, p := range []string{"/register", "/authorize", "/consent", "/oauth-callback", "/token", "/revoke"} {
+		mux.Handle(p, guarded)
+	}
 
 	if g.proxy, err = mcpproxy.New(mcpproxy.Config{
 		PublicURL: cfg.Origin(), AllowedOrigins: config.List(cfg.AllowedOrigins), BackendURL: cfg.BackendURL,
@@ -345,6 +366,28 @@ func (g *gateway) serve(ctx context.Context) error {
 	}
 	stopBG()
 	return nil
+}
+
+// ringGuard answers 503 while the session-key ring is not loaded.
+func ringGuard(k *session.Keeper, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !k.Loaded() {
+			w.Header().Set("Retry-After", "5")
+			w.Header().Set("Cache-Control", "no-store")
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = io.WriteString(w, `{"error":"temporarily_unavailable","error_description":"the gateway is starting: its session keys are not loaded yet"}`)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// redisLogger routes go-redis's own messages into slog.
+type redisLogger struct{ l *slog.Logger }
+
+func (r redisLogger) Printf(_ context.Context, format string, v ...any) {
+	r.l.Warn("redis", "message", fmt.Sprintf(format, v...))
 }
 
 // clientCache adapts the store to the client registry's cache.
