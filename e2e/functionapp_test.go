@@ -433,3 +433,43 @@ func BenchmarkFunctionAppToolsCall(b *testing.B) {
 	b.ReportMetric(float64(lat[len(lat)/2].Nanoseconds()), "p50-ns")
 	b.ReportMetric(float64(lat[len(lat)*99/100].Nanoseconds()), "p99-ns")
 }
+
+// TestFunctionAppHostMode runs the binary as the Functions host does: FUNCTIONS_CUSTOMHANDLER_PORT
+// set, the host pings / and proxies already-authorized requests without checking keys again.
+func TestFunctionAppHostMode(t *testing.T) {
+	bin := harness.BuildBinary(t, "github.com/mcpgate/mcpgate/functionapp/cmd/handler")
+	port := harness.FreePort(t)
+	dir := t.TempDir()
+	p := harness.Start(t, bin, nil, harness.Options{Dir: dir, Env: []string{
+		"FUNCTIONS_CUSTOMHANDLER_PORT=" + strconv.Itoa(port), "FUNCTIONS_CUSTOMHANDLER_WORKER_ID=w1", "FUNCTIONAPP_SECRETS_DIR=",
+	}})
+	base := "http://127.0.0.1:" + strconv.Itoa(port)
+	harness.WaitHTTP(t, p, base+"/", 10*time.Second)
+	resp, err := http.Get(base + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("host ping GET / = %d, want 200", resp.StatusCode)
+	}
+	code, body := rawPost(t, base+"/mcp", "", map[string]string{"Mcp-Protocol-Version": "2025-11-25", "X-Azure-Functions-InvocationId": "inv-1"},
+		`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"save_snippet","arguments":{"snippetname":"h","snippet":"hosted"}}}`)
+	if code != 200 || !strings.Contains(body, "'h' saved") {
+		t.Fatalf("tools/call in host mode = %d %s", code, body)
+	}
+	if _, err := os.Stat(filepath.Join(dir, ".mcpgate", "snippets", "h.json")); err != nil {
+		t.Fatalf("default snippet directory (relative to the working directory): %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, ".mcpgate", "secrets")); !os.IsNotExist(err) {
+		t.Fatalf("host mode must not create key files: %v", err)
+	}
+	if err := p.Stop(); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(p.Output()), "\n") {
+		if !json.Valid([]byte(line)) {
+			t.Fatalf("host mode log line is not JSON: %q", line)
+		}
+	}
+}
