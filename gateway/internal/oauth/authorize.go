@@ -122,6 +122,7 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		Binding:     hashKey("oauth/flow-binding", binding),
 		Created:     s.now().Unix(),
 	}
+	s.pruneFlowCookies(w, r)
 	http.SetCookie(w, s.cookies.cookie(p.FlowCookie, binding, s.stateTTL))
 
 	ring := s.keys.Ring()
@@ -137,6 +138,26 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 	s.m.event("authorize", "consent_required")
 	noStore(w)
 	http.Redirect(w, r, "/consent?request="+url.QueryEscape(flowID), http.StatusFound)
+}
+
+// maxFlowCookies bounds the flow cookies one browser carries: a client that opens
+// /authorize over and over must not push the consent cookie out of the browser's per-site
+// cookie limit. Past the bound, the old flows are abandoned (their cookies cleared).
+const maxFlowCookies = 8
+
+func (s *Server) pruneFlowCookies(w http.ResponseWriter, r *http.Request) {
+	var names []string
+	for _, c := range r.Cookies() {
+		if strings.HasPrefix(c.Name, s.cookies.flowPrefix()) {
+			names = append(names, c.Name)
+		}
+	}
+	if len(names) < maxFlowCookies {
+		return
+	}
+	for _, n := range names {
+		http.SetCookie(w, s.cookies.clear(n))
+	}
 }
 
 // authorizePage answers an /authorize request that cannot be redirected back to the client.

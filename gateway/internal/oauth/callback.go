@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/url"
 
+	"github.com/mcpgate/mcpgate/gateway/internal/identity"
 	"github.com/mcpgate/mcpgate/gateway/internal/upstream"
 )
 
@@ -64,6 +65,12 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 		s.upstreamFailure(w, r, &rec.pendingAuth, upErr)
 		return
 	}
+	if s.admit != nil {
+		if err := s.admit(ctx, user); err != nil {
+			s.refusePage(w, r, &rec.pendingAuth, user, err)
+			return
+		}
+	}
 
 	ourCode := randomToken(32)
 	cr := codeRecord{
@@ -92,12 +99,15 @@ func (s *Server) handleCallback(w http.ResponseWriter, r *http.Request) {
 }
 
 // upstreamFailure handles an IdP error after the state was validated. A user who cancelled
-// (access_denied) goes straight back to the client; every other error gets a readable page
-// (the upstream.Explain text) with a link that returns the mapped OAuth error to the client.
+// goes straight back to the client with access_denied; every other error gets a readable page
+// (the upstream.Explain text: cause, and who must do what) with a link that returns the mapped
+// OAuth error (upstream.Error.ClientError) to the client.
 func (s *Server) upstreamFailure(w http.ResponseWriter, r *http.Request, p *pendingAuth, e *upstream.Error) {
-	code := mapUpstreamError(e.Code)
+	code := e.ClientError()
 	s.m.event("callback", "error_"+code)
-	s.log.WarnContext(r.Context(), "callback: upstream error", "client_id", clip(p.ClientID), "upstream_error", clip(e.Code), "aadsts", e.AADSTS)
+	s.m.upstreamError("callback", e)
+	s.log.WarnContext(r.Context(), "callback: upstream error", "client_id", clip(p.ClientID), "upstream_error", clip(e.Code),
+		"aadsts", e.AADSTS, "upstream_class", string(e.Class()), "client_error", code)
 	v := url.Values{"error": {code}, "iss": {s.issuer}}
 	if code == "access_denied" {
 		v.Set("error_description", "the user or the identity provider refused the sign-in")
@@ -108,7 +118,7 @@ func (s *Server) upstreamFailure(w http.ResponseWriter, r *http.Request, p *pend
 		v.Set("state", p.State)
 	}
 	back := appendQuery(p.RedirectURI, v)
-	if code == "access_denied" {
+	if e.Cancelled() {
 		noStore(w)
 		http.Redirect(w, r, back, http.StatusFound)
 		return
@@ -119,25 +129,51 @@ func (s *Server) upstreamFailure(w http.ResponseWriter, r *http.Request, p *pend
 		msg += " (" + e.AADSTS + ")"
 	}
 	msg += "."
-	status := http.StatusBadGateway
-	if e.Temporary() {
-		status = http.StatusServiceUnavailable
-	}
-	s.errorPageHint(w, r, status, title, msg, hint, back)
+	s.errorPageHint(w, r, e.Status(), title, msg, hint, back)
 }
 
-// mapUpstreamError maps an IdP error code to the error we return to the client (RFC 6749
-// §4.1.2.1): the user's refusal stays access_denied, temporary trouble stays
-// temporarily_unavailable, everything else is our server_error (the client cannot fix it).
-func mapUpstreamError(code string) string {
-	switch code {
-	case "access_denied", "consent_required", "interaction_required", "login_required", "account_selection_required":
-		return "access_denied"
-	case "temporarily_unavailable":
-		return "temporarily_unavailable"
-	default:
-		return "server_error"
+// refusePage answers a signed-in user whom Config.Admit refused: no code is issued and the
+// upstream tokens are dropped; the page says why, and its link returns access_denied.
+func (s *Server) refusePage(w http.ResponseWriter, r *http.Request, p *pendingAuth, user identity.User, err error) {
+	reason := refusalReason(err)
+	s.m.event("callback", "refused")
+	s.m.refused("callback", reason)
+	s.log.WarnContext(r.Context(), "callback: user refused by policy", "client_id", clip(p.ClientID), "user", user.ID(),
+		"tid", user.TenantID, "reason", reason, "err", err)
+	v := url.Values{"error": {"access_denied"}, "error_description": {"the user is not allowed to use this server"}, "iss": {s.issuer}}
+	if p.State != "" {
+		v.Set("state", p.State)
 	}
+	title, hint := "You are not allowed to use this server", "Ask the administrator of this gateway for access."
+	if x, ok := err.(interface{ Explain() (string, string) }); ok {
+		title, hint = x.Explain()
+	}
+	msg := "You signed in as " + displayName(user) + ", but this gateway's access policy does not admit that account."
+	s.errorPageHint(w, r, http.StatusForbidden, title, msg, hint, appendQuery(p.RedirectURI, v))
+}
+
+// refusalReason is the bounded label of an Admit error ("policy" unless it says otherwise).
+func refusalReason(err error) string {
+	var x interface{ Reason() string }
+	if errors.As(err, &x) {
+		if r := x.Reason(); r != "" && len(r) <= 32 {
+			return r
+		}
+	}
+	return "policy"
+}
+
+// displayName is how the refusal page names the account.
+func displayName(u identity.User) string {
+	switch {
+	case u.Username != "":
+		return clip(u.Username)
+	case u.Email != "":
+		return clip(u.Email)
+	case u.Name != "":
+		return clip(u.Name)
+	}
+	return "this account"
 }
 
 // callbackPage answers a callback that cannot be tied to a client (no valid state).

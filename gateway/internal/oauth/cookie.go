@@ -49,8 +49,10 @@ func (c cookieNames) consent() string { return c.prefix + "mcpgate-consent" }
 // flow is the name of the cookie binding one pending authorization to the browser that
 // started it. The name is derived from the pending id, so that several flows may run at once.
 func (c cookieNames) flow(pendingID string) string {
-	return c.prefix + "mcpgate-flow-" + hashKey("oauth/flow-name", pendingID)[:16]
+	return c.flowPrefix() + hashKey("oauth/flow-name", pendingID)[:16]
 }
+
+func (c cookieNames) flowPrefix() string { return c.prefix + "mcpgate-flow-" }
 
 func (c cookieNames) cookie(name, value string, maxAge time.Duration) *http.Cookie {
 	return &http.Cookie{

@@ -50,7 +50,7 @@ func (f *fakeIdP) AuthCodeURL(state, nonce, verifier string) string {
 }
 
 // login plays the user signing in at the IdP page authURL and returns the callback URL.
-func (f *fakeIdP) login(t *testing.T, authURL string) string {
+func (f *fakeIdP) login(t testing.TB, authURL string) string {
 	t.Helper()
 	u, err := url.Parse(authURL)
 	if err != nil || u.Host != "idp.example.test" {
@@ -387,7 +387,7 @@ func (e *env) authorize(t testing.TB, b *browser, c testClient, challenge string
 		wantStatus(t, resp, http.StatusSeeOther)
 		loc = location(t, resp)
 	}
-	cb := e.idp.login(t.(*testing.T), loc.String())
+	cb := e.idp.login(t, loc.String())
 	resp = b.get(cb)
 	wantStatus(t, resp, http.StatusFound)
 	return flowResult{Redirect: location(t, resp), State: state.Get("state")}

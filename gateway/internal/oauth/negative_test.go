@@ -653,3 +653,24 @@ func TestFailsClosed(t *testing.T) {
 		t.Errorf("authorize with the registry down: %d", resp.StatusCode)
 	}
 }
+
+func TestFlowCookiesBounded(t *testing.T) {
+	e := newEnv(t)
+	c := e.register(t, map[string]any{})
+	b := newBrowser(e.h)
+	_, ch := pkce()
+	for range 30 {
+		wantStatus(t, b.get(authorizeURL(c, ch, nil)), http.StatusFound)
+	}
+	n := 0
+	for name := range b.cookies {
+		if strings.HasPrefix(name, "__Host-mcpgate-flow-") {
+			n++
+		}
+	}
+	if n > maxFlowCookies {
+		t.Fatalf("%d flow cookies accumulated", n)
+	}
+	// The newest flow still works.
+	e.authorize(t, b, c, ch, nil)
+}

@@ -126,6 +126,13 @@ type Config struct {
 	// PreapprovedClients are client ids that skip the consent page
 	// (MCPGATE_PREAPPROVED_CLIENTS).
 	PreapprovedClients []string
+	// Admit, when set, decides whether a signed-in user may have a session (the policy on the
+	// upstream identity: tenants, roles or groups, e-mail domains). It is called after the
+	// upstream code exchange at /oauth-callback and after every upstream refresh. A non-nil
+	// error refuses: the callback shows a refusal page and issues no code; a refresh answers
+	// invalid_grant and ends the session. The error may implement `Explain() (title, hint
+	// string)` for the page and `Reason() string` (a short, bounded label) for logs.
+	Admit func(ctx context.Context, u identity.User) error
 	// ClientIP returns the client address used for rate limits (default: the host of
 	// r.RemoteAddr). Behind a trusted proxy, derive it from X-Forwarded-For here.
 	ClientIP func(r *http.Request) string
@@ -158,6 +165,7 @@ type Server struct {
 	limits     Limits
 	up         Provider
 	preapp     map[string]bool
+	admit      func(context.Context, identity.User) error
 	clientIP   func(*http.Request) string
 	log        *slog.Logger
 	m          *metrics
@@ -200,6 +208,7 @@ func New(cfg Config) (*Server, error) {
 		limits:     cfg.Limits,
 		up:         cfg.Upstream,
 		preapp:     make(map[string]bool, len(cfg.PreapprovedClients)),
+		admit:      cfg.Admit,
 		clientIP:   cfg.ClientIP,
 		log:        cfg.Logger,
 		now:        cfg.Now,

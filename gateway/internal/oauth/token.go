@@ -284,9 +284,22 @@ func (s *Server) refresh(ctx context.Context, client *clients.Client, f url.Valu
 	ts, g, err := s.grants.Refresh(ctx, rt, client.ID, s.refreshUpstream)
 	if err != nil {
 		var upErr *upstream.Error
+		var refused *refusedError
+		if errors.As(err, &upErr) {
+			s.m.upstreamError("refresh", upErr)
+		}
 		switch {
 		case errors.Is(err, grants.ErrInvalidGrant), errors.Is(err, grants.ErrInvalidToken):
 			return nil, errInvalidGrant("the refresh token is invalid, expired, revoked or already used")
+		case errors.As(err, &refused):
+			// The policy no longer admits the user (role or group removed, …): end the session.
+			reason := refusalReason(refused.err)
+			s.m.refused("refresh", reason)
+			s.log.InfoContext(ctx, "refresh: user refused by policy; revoking the grant", "client_id", clip(client.ID), "reason", reason, "err", refused.err)
+			if rerr := s.grants.RevokeToken(ctx, rt, client.ID); rerr != nil && !errors.Is(rerr, grants.ErrInvalidToken) {
+				s.log.ErrorContext(ctx, "refresh: revoke after policy refusal failed", "err", rerr)
+			}
+			return nil, errInvalidGrant("the user is no longer allowed to use this server")
 		case errors.As(err, &upErr) && !upErr.Temporary():
 			// The IdP no longer accepts the user (disabled, password reset, consent revoked):
 			// end the session, so that its access tokens stop working too.
@@ -310,9 +323,23 @@ func (s *Server) refresh(ctx context.Context, client *clients.Client, f url.Valu
 
 // refreshUpstream is the grants.RefreshFunc: it refreshes the upstream tokens, so that a user
 // disabled at the IdP loses access at the next refresh.
+// With Config.Admit set, the refreshed identity is checked again: a refusal is a *refusedError.
 func (s *Server) refreshUpstream(ctx context.Context, _ *grants.Grant, up identity.Tokens) (identity.User, identity.Tokens, error) {
-	return s.up.Refresh(ctx, up)
+	user, next, err := s.up.Refresh(ctx, up)
+	if err != nil || s.admit == nil {
+		return user, next, err
+	}
+	if err := s.admit(ctx, user); err != nil {
+		return identity.User{}, identity.Tokens{}, &refusedError{err: err}
+	}
+	return user, next, nil
 }
+
+// refusedError is a refresh refused by Config.Admit.
+type refusedError struct{ err error }
+
+func (e *refusedError) Error() string { return "refused by policy: " + e.err.Error() }
+func (e *refusedError) Unwrap() error { return e.err }
 
 func (s *Server) tokenResponse(client *clients.Client, ts *grants.TokenSet) *tokenResponse {
 	resp := &tokenResponse{
