@@ -145,7 +145,8 @@ func (s *Server) refusePage(w http.ResponseWriter, r *http.Request, p *pendingAu
 		v.Set("state", p.State)
 	}
 	title, hint := "You are not allowed to use this server", "Ask the administrator of this gateway for access."
-	if x, ok := err.(interface{ Explain() (string, string) }); ok {
+	var x interface{ Explain() (string, string) }
+	if errors.As(err, &x) {
 		title, hint = x.Explain()
 	}
 	msg := "You signed in as " + displayName(user) + ", but this gateway's access policy does not admit that account."
