@@ -21,9 +21,16 @@ type User struct {
 	Username string `json:"preferred_username,omitempty"`
 	// Email is the `email` claim when present.
 	Email string `json:"email,omitempty"`
+	// EmailVerified is true when the IdP vouches for Email: `email_verified` (OIDC) or
+	// Entra's `xms_edov` (the e-mail domain is verified by the tenant). Entra's plain `email`
+	// claim is not verified and must not decide access.
+	EmailVerified bool `json:"email_verified,omitempty"`
 	// Roles are app roles (`roles`) and Groups are group object ids (`groups`).
 	Roles  []string `json:"roles,omitempty"`
 	Groups []string `json:"groups,omitempty"`
+	// GroupsOverage is true when Entra left the groups out of the token because the user is
+	// in too many (`_claim_names` has `groups`): Groups is then incomplete.
+	GroupsOverage bool `json:"groups_overage,omitempty"`
 }
 
 // ID is the stable key for the user: the object id, else the subject.
