@@ -1,0 +1,388 @@
+// Package ssebridge serves the legacy HTTP+SSE MCP transport (2024-11-05: GET /mcp/sse and
+// POST /mcp/message) on top of the stateless Streamable HTTP backend. The gateway holds each
+// client's event stream itself: a POST to /mcp/message is answered 202 at once and turned into a
+// backend POST to /mcp, and everything the backend answers is written onto the stream as
+// `event: message`.
+//
+// Several replicas may serve one deployment without sticky sessions. Each replica subscribes to
+// one Redis channel of its own (mcpgate:sse:replica:{replica}); the key mcpgate:sse:{session}
+// names the replica holding a stream (kept alive by a heartbeat TTL). A replica that receives a
+// POST for a stream it does not hold publishes the message to the holder, which calls the
+// backend and writes the stream. When the holder is gone the POST gets 404.
+//
+// Limits (all per replica): open streams in total and per user (503 beyond), the message size
+// (413), the messages of one stream accepted but not finished (503 beyond, or a JSON-RPC error
+// on the stream when the POST came through another replica), and the events waiting to be
+// written to a slow client (the stream is closed when they overflow: the client reconnects).
+package ssebridge
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/mcpgate/mcpgate/gateway/internal/grants"
+	"github.com/mcpgate/mcpgate/gateway/internal/mcpproxy"
+	"github.com/mcpgate/mcpgate/gateway/internal/store"
+)
+
+// Paths of the legacy endpoints.
+const (
+	SSEPath     = "/mcp/sse"
+	MessagePath = "/mcp/message"
+)
+
+// Defaults.
+const (
+	DefaultKeepAlive         = 15 * time.Second
+	DefaultHeartbeat         = 20 * time.Second
+	DefaultMaxStreams        = 10_000
+	DefaultMaxStreamsPerUser = 32
+	DefaultMaxMessageBytes   = 4 << 20
+	DefaultMaxPending        = 32
+	DefaultMaxQueuedEvents   = 256
+	DefaultMaxQueuedBytes    = 32 << 20
+	DefaultMaxResponseBytes  = 16 << 20
+	DefaultWriteTimeout      = 30 * time.Second
+	DefaultBackendTimeout    = 240 * time.Second
+)
+
+// Chain is the MCP policy chain (mcpproxy.Proxy satisfies it).
+type Chain interface {
+	Chain(ep mcpproxy.Endpoint, next mcpproxy.Handler) http.Handler
+	Endpoint(path string) mcpproxy.Endpoint
+	BackendHeaders(h http.Header, g *grants.Grant, key string)
+}
+
+// Config configures a Bridge. Chain, BackendURL, Keys, Store and ReplicaID are required.
+type Config struct {
+	// Chain runs the policy chain (Host/Origin, bearer, grant, rate limit) before the bridge.
+	Chain Chain
+	// BackendURL is the function app's base URL; messages go to BackendURL + "/mcp".
+	BackendURL string
+	// Keys supplies the function key (refreshed once on a backend 401).
+	Keys mcpproxy.KeySource
+	// Store holds the stream keys and carries messages between replicas (Redis with several
+	// replicas; the memory store for one).
+	Store store.Store
+	// ReplicaID names this replica; it must be unique among the running replicas.
+	ReplicaID string
+	// Transport is the backend round tripper (default mcpproxy.NewTransport(BackendTimeout)).
+	Transport http.RoundTripper
+	// KeepAlive is the interval of ": ping" comments on an idle stream (default 15 s, well
+	// under Azure's 230 s front-end idle limit).
+	KeepAlive time.Duration
+	// Heartbeat is how often this replica refreshes its stream keys; their TTL is three
+	// heartbeats (default 20 s → 60 s).
+	Heartbeat time.Duration
+	// MaxStreams bounds the open streams on this replica (default 10,000); MaxStreamsPerUser
+	// bounds them per user (default 32). Beyond: 503.
+	MaxStreams, MaxStreamsPerUser int
+	// MaxMessageBytes bounds a POSTed message (default 4 MiB; 413 beyond).
+	MaxMessageBytes int64
+	// MaxPending bounds the messages of one stream accepted but not finished (default 32).
+	MaxPending int
+	// MaxQueuedEvents and MaxQueuedBytes bound what waits to be written to a slow client
+	// (defaults 256 events, 32 MiB); beyond, the stream is closed.
+	MaxQueuedEvents int
+	MaxQueuedBytes  int64
+	// MaxResponseBytes bounds one backend answer (a JSON body or one event; default 16 MiB).
+	MaxResponseBytes int64
+	// WriteTimeout bounds one write to the client (default 30 s); a client that stops
+	// reading loses its stream.
+	WriteTimeout time.Duration
+	// BackendTimeout bounds the wait for the backend's response headers when Transport is
+	// nil (default 240 s).
+	BackendTimeout time.Duration
+	// Logger receives operational logs (never tokens, keys or message bodies).
+	Logger *slog.Logger
+	// Registerer receives the bridge's metrics (nil: not registered).
+	Registerer prometheus.Registerer
+}
+
+// Bridge is the legacy SSE transport.
+type Bridge struct {
+	cfg      Config
+	backend  string // BackendURL + "/mcp"
+	sseEP    mcpproxy.Endpoint
+	msgEP    mcpproxy.Endpoint
+	channel  string // this replica's channel
+	client   *http.Client
+	log      *slog.Logger
+	metrics  *metrics
+	publish  func(ctx context.Context, channel string, msg []byte) (int64, error)
+	keyTTL   time.Duration
+	ready    atomic.Bool // the replica's subscription is up
+	closing  atomic.Bool
+	handlers sync.WaitGroup
+
+	mu      sync.Mutex
+	streams map[string]*stream
+	perUser map[string]int
+}
+
+// New validates cfg and builds the bridge. Call Run to receive messages from other replicas
+// (streams are refused with 503 until its subscription is up) and Shutdown to end.
+func New(cfg Config) (*Bridge, error) {
+	if cfg.Chain == nil || cfg.Keys == nil || cfg.Store == nil {
+		return nil, errors.New("ssebridge: Chain, Keys and Store are required")
+	}
+	if cfg.ReplicaID == "" || strings.ContainsAny(cfg.ReplicaID, "\n\r") {
+		return nil, errors.New("ssebridge: a ReplicaID (one line) is required")
+	}
+	u, err := url.Parse(strings.TrimSuffix(cfg.BackendURL, "/"))
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("ssebridge: backend URL %q must be an absolute http(s) URL", cfg.BackendURL)
+	}
+	setDefault(&cfg.KeepAlive, DefaultKeepAlive)
+	setDefault(&cfg.Heartbeat, DefaultHeartbeat)
+	setDefault(&cfg.MaxStreams, DefaultMaxStreams)
+	setDefault(&cfg.MaxStreamsPerUser, DefaultMaxStreamsPerUser)
+	setDefault(&cfg.MaxMessageBytes, DefaultMaxMessageBytes)
+	setDefault(&cfg.MaxPending, DefaultMaxPending)
+	setDefault(&cfg.MaxQueuedEvents, DefaultMaxQueuedEvents)
+	setDefault(&cfg.MaxQueuedBytes, DefaultMaxQueuedBytes)
+	setDefault(&cfg.MaxResponseBytes, DefaultMaxResponseBytes)
+	setDefault(&cfg.WriteTimeout, DefaultWriteTimeout)
+	setDefault(&cfg.BackendTimeout, DefaultBackendTimeout)
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Transport == nil {
+		cfg.Transport = mcpproxy.NewTransport(cfg.BackendTimeout)
+	}
+	b := &Bridge{
+		cfg:     cfg,
+		backend: u.String() + "/mcp",
+		sseEP:   cfg.Chain.Endpoint(SSEPath),
+		channel: store.Key("sse", "replica", cfg.ReplicaID),
+		client:  &http.Client{Transport: cfg.Transport, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
+		log:     cfg.Logger,
+		metrics: newMetrics(cfg.Registerer),
+		keyTTL:  3 * cfg.Heartbeat,
+		streams: map[string]*stream{},
+		perUser: map[string]int{},
+	}
+	// /mcp/message belongs to /mcp/sse: same resource and metadata, its own name in logs.
+	b.msgEP = b.sseEP
+	b.msgEP.Name = MessagePath
+	b.publish = publisher(cfg.Store)
+	return b, nil
+}
+
+func setDefault[T int | int64 | time.Duration](p *T, def T) {
+	if *p <= 0 {
+		*p = def
+	}
+}
+
+// publisher returns a publish function that reports how many subscribers received the
+// message: Redis says so; the memory store (one replica) reports 1.
+func publisher(st store.Store) func(context.Context, string, []byte) (int64, error) {
+	if r, ok := st.(*store.Redis); ok {
+		c := r.Client()
+		return func(ctx context.Context, ch string, msg []byte) (int64, error) {
+			n, err := c.Publish(ctx, ch, msg).Result()
+			if err != nil {
+				return 0, fmt.Errorf("ssebridge: publish: %w", err)
+			}
+			return n, nil
+		}
+	}
+	return func(ctx context.Context, ch string, msg []byte) (int64, error) {
+		if err := st.Publish(ctx, ch, msg); err != nil {
+			return 0, fmt.Errorf("ssebridge: publish: %w", err)
+		}
+		return 1, nil
+	}
+}
+
+// Register mounts GET /mcp/sse and POST /mcp/message on mux, each behind the policy chain.
+func (b *Bridge) Register(mux *http.ServeMux) {
+	mux.Handle(SSEPath, b.SSEHandler())
+	mux.Handle(MessagePath, b.MessageHandler())
+}
+
+// SSEHandler is the /mcp/sse handler (chain + stream).
+func (b *Bridge) SSEHandler() http.Handler {
+	return b.cfg.Chain.Chain(b.sseEP, mcpproxy.HandlerFunc(b.serveSSE))
+}
+
+// MessageHandler is the /mcp/message handler (chain + message).
+func (b *Bridge) MessageHandler() http.Handler {
+	return b.cfg.Chain.Chain(b.msgEP, mcpproxy.HandlerFunc(b.serveMessage))
+}
+
+// Ready reports whether the replica's subscription is up (streams are accepted).
+func (b *Bridge) Ready() bool { return b.ready.Load() }
+
+// OpenStreams returns the number of streams open on this replica.
+func (b *Bridge) OpenStreams() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.streams)
+}
+
+// Run subscribes to this replica's channel and refreshes the stream keys until ctx ends.
+func (b *Bridge) Run(ctx context.Context) {
+	sub, err := b.cfg.Store.Subscribe(ctx, b.channel)
+	if err != nil {
+		b.log.Error("sse bridge: subscribe failed; legacy SSE streams are refused", "err", err)
+		return
+	}
+	defer func() {
+		b.setReady(false)
+		_ = sub.Close()
+	}()
+	hb := time.NewTicker(b.cfg.Heartbeat)
+	defer hb.Stop()
+	msgs, states := sub.Messages(), sub.State()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case up, ok := <-states:
+			if !ok {
+				states = nil
+				continue
+			}
+			b.setReady(up)
+		case m, ok := <-msgs:
+			if !ok {
+				return
+			}
+			b.receive(m)
+		case <-hb.C:
+			b.heartbeat(ctx)
+		}
+	}
+}
+
+func (b *Bridge) setReady(up bool) {
+	b.ready.Store(up)
+	if up {
+		b.metrics.subscriptionUp.Set(1)
+	} else {
+		b.metrics.subscriptionUp.Set(0)
+	}
+}
+
+// heartbeat refreshes the key of every stream this replica holds.
+func (b *Bridge) heartbeat(ctx context.Context) {
+	b.mu.Lock()
+	list := make([]*stream, 0, len(b.streams))
+	for _, s := range b.streams {
+		list = append(list, s)
+	}
+	b.mu.Unlock()
+	for _, s := range list {
+		if ctx.Err() != nil {
+			return
+		}
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		ok, err := b.cfg.Store.SetXX(cctx, s.key, s.record, b.keyTTL)
+		if err == nil && !ok && b.holds(s) {
+			// The key vanished (expired during an outage, or Redis restarted): restore it.
+			err = b.cfg.Store.Set(cctx, s.key, s.record, b.keyTTL)
+		}
+		cancel()
+		if err != nil {
+			b.metrics.heartbeatErrors.Inc()
+			b.log.Warn("sse bridge: stream key heartbeat failed", "err", err)
+			return
+		}
+	}
+}
+
+func (b *Bridge) holds(s *stream) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.streams[s.id] == s
+}
+
+// Shutdown refuses new streams, closes every open stream cleanly (each response ends, so
+// clients see the end of the stream and may reconnect elsewhere) and waits for their handlers
+// until ctx ends.
+func (b *Bridge) Shutdown(ctx context.Context) error {
+	b.mu.Lock()
+	b.closing.Store(true)
+	for _, s := range b.streams {
+		s.close("shutdown")
+	}
+	b.mu.Unlock()
+	done := make(chan struct{})
+	go func() { b.handlers.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("ssebridge: shutdown: %w", ctx.Err())
+	}
+}
+
+// binding hashes the grant id and user id a stream is bound to (kept in Redis and in messages
+// between replicas instead of the grant id itself).
+func binding(g *grants.Grant) string {
+	h := sha256.New()
+	h.Write([]byte("mcpgate-sse-binding\x00"))
+	h.Write([]byte(g.ID))
+	h.Write([]byte{0})
+	h.Write([]byte(g.User.ID()))
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func sameBinding(a, b string) bool {
+	return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1
+}
+
+// newSessionID returns 256 random bits, base64url (43 characters).
+func newSessionID() string {
+	var b [32]byte
+	_, _ = rand.Read(b[:])
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// validSessionID reports whether s has the shape of a session id.
+func validSessionID(s string) bool {
+	if len(s) != 43 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// holderRecord is the value of mcpgate:sse:{id}.
+type holderRecord struct {
+	Replica string `json:"r"`
+	Binding string `json:"b"`
+}
+
+func hashLabel(id string) string {
+	sum := sha256.Sum256([]byte(id))
+	return hex.EncodeToString(sum[:6])
+}
+
+func encodeRecord(replica, bind string) []byte {
+	b, _ := json.Marshal(holderRecord{Replica: replica, Binding: bind})
+	return b
+}

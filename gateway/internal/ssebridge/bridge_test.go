@@ -1,0 +1,649 @@
+package ssebridge_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/mcpgate/mcpgate/gateway/internal/funckey"
+	"github.com/mcpgate/mcpgate/gateway/internal/grants"
+	"github.com/mcpgate/mcpgate/gateway/internal/identity"
+	"github.com/mcpgate/mcpgate/gateway/internal/mcpproxy"
+	"github.com/mcpgate/mcpgate/gateway/internal/session"
+	"github.com/mcpgate/mcpgate/gateway/internal/ssebridge"
+	"github.com/mcpgate/mcpgate/gateway/internal/store"
+	"github.com/mcpgate/mcpgate/gateway/internal/store/redistest"
+)
+
+const public = "http://mcp.test"
+
+// env is a real redis-server, real grants and function-key file, and a backend that speaks
+// just enough stateless Streamable HTTP (JSON and event-stream answers) and records what it got.
+type env struct {
+	redis   *redistest.Server
+	st      *store.Redis
+	grants  *grants.Manager
+	keys    *funckey.Keys
+	keyFile string
+	key     atomic.Value // the key the backend accepts
+	backend *httptest.Server
+	calls   atomic.Int64
+	block   chan struct{} // "block" requests wait on it
+
+	mu   sync.Mutex
+	seen []backendCall
+}
+
+type backendCall struct {
+	Method, Version, User, Seq string
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	e := &env{redis: redistest.Start(t), block: make(chan struct{})}
+	ctx := t.Context()
+	st, err := store.NewRedis(ctx, store.RedisOptions{URL: e.redis.URL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	e.st = st
+	k, err := session.NewKey(session.StateActive, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ring, err := session.NewRing(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.grants = grants.New(st, session.NewStaticKeeper(ring), grants.Options{})
+	e.keyFile = filepath.Join(t.TempDir(), "function-key")
+	e.setKey(t, "key-one")
+	e.key.Store("key-one")
+	e.keys = funckey.New(funckey.File(e.keyFile), funckey.Options{MinRefreshInterval: time.Millisecond})
+	e.backend = httptest.NewServer(http.HandlerFunc(e.serveBackend))
+	t.Cleanup(func() {
+		select {
+		case <-e.block:
+		default:
+			close(e.block)
+		}
+		e.backend.CloseClientConnections()
+		e.backend.Close()
+	})
+	return e
+}
+
+func (e *env) setKey(t *testing.T, key string) {
+	t.Helper()
+	if err := os.WriteFile(e.keyFile, []byte(key+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (e *env) serveBackend(w http.ResponseWriter, r *http.Request) {
+	e.calls.Add(1)
+	if r.URL.Path != "/mcp" || r.Header.Get("X-Functions-Key") != e.key.Load().(string) || r.Header.Get("Authorization") != "" {
+		w.WriteHeader(http.StatusUnauthorized)
+		return
+	}
+	var m struct {
+		ID     json.RawMessage `json:"id"`
+		Method string          `json:"method"`
+		Params struct {
+			Seq             string `json:"seq"`
+			ProtocolVersion string `json:"protocolVersion"`
+		} `json:"params"`
+	}
+	body, _ := io.ReadAll(r.Body)
+	_ = json.Unmarshal(body, &m)
+	version := r.Header.Get("Mcp-Protocol-Version")
+	user := r.Header.Get("X-Mcpgate-User-Id")
+	e.mu.Lock()
+	e.seen = append(e.seen, backendCall{m.Method, version, user, m.Params.Seq})
+	e.mu.Unlock()
+	result := func(v any) string {
+		b, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": m.ID, "result": v})
+		return string(b)
+	}
+	switch {
+	case m.ID == nil:
+		w.WriteHeader(http.StatusAccepted)
+	case m.Method == "initialize":
+		w.Header().Set("Content-Type", "application/json")
+		// Pretty-printed on purpose: multi-line JSON must become several data: lines.
+		b, _ := json.MarshalIndent(map[string]any{"jsonrpc": "2.0", "id": m.ID, "result": map[string]any{
+			"protocolVersion": "2025-06-18", "capabilities": map[string]any{}, "serverInfo": map[string]any{"name": "fake", "version": "1"}}}, "", "  ")
+		_, _ = w.Write(b)
+	case m.Method == "progress":
+		w.Header().Set("Content-Type", "text/event-stream")
+		for i := 1; i <= 3; i++ {
+			fmt.Fprintf(w, "event: message\nid: %d\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{\"progress\":%d}}\n\n", i, i)
+			w.(http.Flusher).Flush()
+		}
+		fmt.Fprintf(w, ": comment\n\ndata: %s\n\n", result(map[string]any{"done": true}))
+	case m.Method == "block":
+		select {
+		case <-e.block:
+		case <-r.Context().Done():
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, result("unblocked"))
+	case m.Method == "fail":
+		http.Error(w, "internal detail at 10.0.0.7", http.StatusInternalServerError)
+	case m.Method == "truncated":
+		w.Header().Set("Content-Type", "text/event-stream")
+		_, _ = io.WriteString(w, "data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{}}\n\n")
+	case m.Method == "unknown":
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusNotFound)
+		b, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": m.ID, "error": map[string]any{"code": -32601, "message": "method not found"}})
+		_, _ = w.Write(b)
+	default:
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, result(map[string]any{"method": m.Method, "version": version, "user": user}))
+	}
+}
+
+func (e *env) backendSeen() []backendCall {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]backendCall(nil), e.seen...)
+}
+
+// issue creates a grant for user and returns its access and refresh tokens.
+func (e *env) issue(t *testing.T, user, resource string) *grants.TokenSet {
+	t.Helper()
+	ts, err := e.grants.Issue(t.Context(), grants.Grant{ClientID: "client-1", Resource: resource, Scope: "mcp:tools",
+		User: identity.User{Subject: user, ObjectID: "oid-" + user, Name: user}}, identity.Tokens{AccessToken: "upstream"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ts
+}
+
+// replica is one gateway replica: chain + bridge on its own listener, public URL shared.
+type replica struct {
+	bridge *ssebridge.Bridge
+	srv    *httptest.Server
+	reg    *prometheus.Registry
+	stop   context.CancelFunc
+	done   chan struct{}
+}
+
+func (e *env) replica(t *testing.T, id string, tweak func(*ssebridge.Config)) *replica {
+	t.Helper()
+	p, err := mcpproxy.New(mcpproxy.Config{PublicURL: public, BackendURL: e.backend.URL, Verifier: e.grants, Keys: e.keys,
+		RateLimit: 10_000, Logger: slog.New(slog.DiscardHandler), Registerer: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	cfg := ssebridge.Config{Chain: p, BackendURL: e.backend.URL, Keys: e.keys, Store: e.st, ReplicaID: id,
+		Registerer: reg, Logger: slog.New(slog.DiscardHandler)}
+	if tweak != nil {
+		tweak(&cfg)
+	}
+	b, err := ssebridge.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &replica{bridge: b, reg: reg, stop: cancel, done: make(chan struct{})}
+	go func() { b.Run(ctx); close(r.done) }()
+	mux := http.NewServeMux()
+	b.Register(mux)
+	r.srv = httptest.NewServer(mux)
+	t.Cleanup(func() {
+		sctx, c := context.WithTimeout(context.Background(), 5*time.Second)
+		defer c()
+		_ = b.Shutdown(sctx)
+		r.srv.Close()
+		cancel()
+		<-r.done
+	})
+	waitFor(t, "subscription of "+id, b.Ready)
+	return r
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not reached", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// do sends a request to replica r with the public Host.
+func do(t *testing.T, r *replica, method, path, token, contentType, body string) (*http.Response, string) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), method, r.srv.URL+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Host = "mcp.test"
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, string(b)
+}
+
+// sseClient reads one stream.
+type sseClient struct {
+	t        *testing.T
+	resp     *http.Response
+	cancel   context.CancelFunc
+	endpoint string
+	events   chan event
+}
+
+type event struct{ name, data string }
+
+func open(t *testing.T, r *replica, token string) *sseClient {
+	t.Helper()
+	c, err := tryOpen(t, r, token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func tryOpen(t *testing.T, r *replica, token string) (*sseClient, error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, r.srv.URL+"/mcp/sse", nil)
+	req.Host = "mcp.test"
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Accept", "text/event-stream")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	if resp.StatusCode != 200 {
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		cancel()
+		return nil, fmt.Errorf("GET /mcp/sse: %d %s", resp.StatusCode, b)
+	}
+	c := &sseClient{t: t, resp: resp, cancel: cancel, events: make(chan event, 1024)}
+	go c.read()
+	t.Cleanup(c.close)
+	ev := c.next()
+	if ev.name != "endpoint" {
+		return nil, fmt.Errorf("first event %+v", ev)
+	}
+	c.endpoint = ev.data
+	return c, nil
+}
+
+func (c *sseClient) close() {
+	c.cancel()
+	_ = c.resp.Body.Close()
+}
+
+func (c *sseClient) read() {
+	defer close(c.events)
+	br := bufio.NewReader(c.resp.Body)
+	var ev event
+	var data []string
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			return
+		}
+		line = strings.TrimRight(line, "\r\n")
+		switch {
+		case line == "":
+			if len(data) > 0 || ev.name != "" {
+				ev.data = strings.Join(data, "\n")
+				c.events <- ev
+			}
+			ev, data = event{}, nil
+		case line == ": ping":
+			c.events <- event{name: "ping"}
+		case strings.HasPrefix(line, ":"):
+		case strings.HasPrefix(line, "event: "):
+			ev.name = strings.TrimPrefix(line, "event: ")
+		case strings.HasPrefix(line, "data: "):
+			data = append(data, strings.TrimPrefix(line, "data: "))
+		}
+	}
+}
+
+// next returns the next event other than a ping, or fails after 10 s.
+func (c *sseClient) next() event {
+	c.t.Helper()
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case ev, ok := <-c.events:
+			if !ok {
+				return event{name: "EOF"}
+			}
+			if ev.name == "ping" {
+				continue
+			}
+			return ev
+		case <-timeout:
+			c.t.Fatal("no event within 10 s")
+		}
+	}
+}
+
+func (c *sseClient) nextJSON() map[string]any {
+	c.t.Helper()
+	ev := c.next()
+	if ev.name != "message" {
+		c.t.Fatalf("event %+v, want message", ev)
+	}
+	var m map[string]any
+	if err := json.Unmarshal([]byte(ev.data), &m); err != nil {
+		c.t.Fatalf("event data %q: %v", ev.data, err)
+	}
+	return m
+}
+
+func (c *sseClient) post(r *replica, token, body string) (int, string) {
+	c.t.Helper()
+	resp, b := do(c.t, r, http.MethodPost, c.endpoint, token, "application/json", body)
+	return resp.StatusCode, b
+}
+
+func mustPost(t *testing.T, c *sseClient, r *replica, token, body string) {
+	t.Helper()
+	if st, b := c.post(r, token, body); st != http.StatusAccepted {
+		t.Fatalf("POST %.80s: %d %s", body, st, b)
+	}
+}
+
+func TestStreamLocal(t *testing.T) {
+	e := newEnv(t)
+	a := e.replica(t, "a", nil)
+	tok := e.issue(t, "ada", public+"/mcp/sse")
+
+	// The chain guards the stream: no token, wrong resource.
+	resp, _ := do(t, a, http.MethodGet, "/mcp/sse", "", "", "")
+	if resp.StatusCode != 401 || !strings.Contains(resp.Header.Get("Www-Authenticate"), public+"/.well-known/oauth-protected-resource/mcp/sse") {
+		t.Fatalf("no token: %d %q", resp.StatusCode, resp.Header.Get("Www-Authenticate"))
+	}
+	mcpOnly := e.issue(t, "ada", public+"/mcp")
+	if resp, _ := do(t, a, http.MethodGet, "/mcp/sse", mcpOnly.AccessToken, "", ""); resp.StatusCode != 401 {
+		t.Fatalf("token for /mcp on /mcp/sse: %d", resp.StatusCode)
+	}
+
+	c := open(t, a, tok.AccessToken)
+	if !strings.HasPrefix(c.endpoint, "/mcp/message?sessionId=") || len(strings.TrimPrefix(c.endpoint, "/mcp/message?sessionId=")) != 43 ||
+		strings.Contains(c.endpoint, e.backend.URL) {
+		t.Fatalf("endpoint %q", c.endpoint)
+	}
+	if c.resp.Header.Get("Content-Type") != "text/event-stream" || c.resp.Header.Get("X-Accel-Buffering") != "no" {
+		t.Fatalf("stream headers %v", c.resp.Header)
+	}
+
+	mustPost(t, c, a, tok.AccessToken, `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`)
+	m := c.nextJSON()
+	if m["id"] != 1.0 || m["result"].(map[string]any)["protocolVersion"] != "2025-06-18" {
+		t.Fatalf("initialize answer %v", m)
+	}
+	mustPost(t, c, a, tok.AccessToken, `{"jsonrpc":"2.0","method":"notifications/initialized"}`)
+	mustPost(t, c, a, tok.AccessToken, `{"jsonrpc":"2.0","id":"two","method":"tools/list"}`)
+	m = c.nextJSON() // the notification wrote nothing: this is tools/list's answer
+	res := m["result"].(map[string]any)
+	if m["id"] != "two" || res["version"] != "2025-06-18" || res["user"] != "oid-ada" {
+		t.Fatalf("tools/list answer %v (want the negotiated version and the user)", m)
+	}
+
+	// A streamed answer: progress notifications, then the result, in order.
+	mustPost(t, c, a, tok.AccessToken, `{"jsonrpc":"2.0","id":3,"method":"progress"}`)
+	for i := 1; i <= 3; i++ {
+		m = c.nextJSON()
+		if m["method"] != "notifications/progress" || m["params"].(map[string]any)["progress"] != float64(i) {
+			t.Fatalf("event %d: %v", i, m)
+		}
+	}
+	if m = c.nextJSON(); m["id"] != 3.0 || m["result"].(map[string]any)["done"] != true {
+		t.Fatalf("progress result %v", m)
+	}
+
+	// Backend failures become JSON-RPC errors for the request, with nothing of the backend.
+	for _, tc := range []struct {
+		method string
+		code   float64
+	}{{"fail", -32004}, {"truncated", -32004}, {"unknown", -32601}} {
+		mustPost(t, c, a, tok.AccessToken, `{"jsonrpc":"2.0","id":"`+tc.method+`","method":"`+tc.method+`"}`)
+		for {
+			m = c.nextJSON()
+			if m["method"] == nil {
+				break
+			}
+		}
+		errObj, _ := m["error"].(map[string]any)
+		if m["id"] != tc.method || errObj == nil || errObj["code"] != tc.code || strings.Contains(fmt.Sprint(m), "10.0.0.7") {
+			t.Fatalf("%s: %v", tc.method, m)
+		}
+	}
+
+	// Malformed messages: 400 without touching the backend; wrong content type: 415.
+	before := e.calls.Load()
+	for _, body := range []string{`{"jsonrpc":"2.0","id":1,`, `[{"jsonrpc":"2.0","id":1,"method":"x"}]`, `{"id":1,"method":"x"}`, `{"jsonrpc":"2.0"}`, `"x"`, ``} {
+		if st, b := c.post(a, tok.AccessToken, body); st != 400 || !strings.Contains(b, "-32700") {
+			t.Errorf("POST %q: %d %s", body, st, b)
+		}
+	}
+	resp, _ = do(t, a, http.MethodPost, c.endpoint, tok.AccessToken, "text/plain", `{"jsonrpc":"2.0","method":"x"}`)
+	if resp.StatusCode != 415 {
+		t.Errorf("text/plain: %d", resp.StatusCode)
+	}
+	if e.calls.Load() != before {
+		t.Error("a refused message reached the backend")
+	}
+
+	// Unknown sessions and another user's token: 404.
+	other := e.issue(t, "bob", public)
+	if st, _ := c.post(a, other.AccessToken, `{"jsonrpc":"2.0","id":9,"method":"tools/list"}`); st != 404 {
+		t.Errorf("another user's POST: %d", st)
+	}
+	for _, path := range []string{"/mcp/message?sessionId=" + strings.Repeat("A", 43), "/mcp/message?sessionId=short"} {
+		if resp, _ := do(t, a, http.MethodPost, path, tok.AccessToken, "application/json", `{"jsonrpc":"2.0","method":"x"}`); resp.StatusCode != 404 {
+			t.Errorf("%s: %d", path, resp.StatusCode)
+		}
+	}
+	if resp, _ := do(t, a, http.MethodPost, "/mcp/message", tok.AccessToken, "application/json", `{"jsonrpc":"2.0","method":"x"}`); resp.StatusCode != 400 {
+		t.Errorf("no sessionId: %d", resp.StatusCode)
+	}
+	// A token without resource (bound to the origin) works on the stream too; a refreshed
+	// token of the same grant keeps the stream.
+	ts, _, err := e.grants.Refresh(t.Context(), tok.RefreshToken, "client-1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustPost(t, c, a, ts.AccessToken, `{"jsonrpc":"2.0","id":10,"method":"ping"}`)
+	if m = c.nextJSON(); m["id"] != 10.0 {
+		t.Fatalf("after refresh: %v", m)
+	}
+}
+
+func TestCrossReplica(t *testing.T) {
+	e := newEnv(t)
+	a, b := e.replica(t, "a", nil), e.replica(t, "b", nil)
+	tok := e.issue(t, "ada", public)
+	c := open(t, a, tok.AccessToken)
+
+	// A request through the other replica is answered on the stream.
+	mustPost(t, c, b, tok.AccessToken, `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-03-26"}}`)
+	if m := c.nextJSON(); m["id"] != 1.0 {
+		t.Fatalf("initialize via b: %v", m)
+	}
+	mustPost(t, c, b, tok.AccessToken, `{"jsonrpc":"2.0","id":2,"method":"progress"}`)
+	for i := 0; i < 3; i++ {
+		if m := c.nextJSON(); m["method"] != "notifications/progress" {
+			t.Fatalf("progress via b: %v", m)
+		}
+	}
+	if m := c.nextJSON(); m["id"] != 2.0 {
+		t.Fatalf("result via b: %v", m)
+	}
+
+	// Order per path: notifications through the other replica reach the backend in order.
+	for i := range 50 {
+		mustPost(t, c, b, tok.AccessToken, fmt.Sprintf(`{"jsonrpc":"2.0","method":"notifications/seq","params":{"seq":"%d"}}`, i))
+	}
+	mustPost(t, c, b, tok.AccessToken, `{"jsonrpc":"2.0","id":"last","method":"tools/list"}`)
+	if m := c.nextJSON(); m["id"] != "last" || m["result"].(map[string]any)["version"] != "2025-06-18" {
+		t.Fatalf("last: %v", m)
+	}
+	var seqs []string
+	for _, bc := range e.backendSeen() {
+		if bc.Method == "notifications/seq" {
+			seqs = append(seqs, bc.Seq)
+		}
+	}
+	for i, s := range seqs {
+		if s != fmt.Sprint(i) {
+			t.Fatalf("backend saw notifications in the order %v", seqs)
+		}
+	}
+	if len(seqs) != 50 {
+		t.Fatalf("backend saw %d notifications", len(seqs))
+	}
+
+	// Another user's token through the other replica: 404, nothing published.
+	other := e.issue(t, "bob", public)
+	if st, _ := c.post(b, other.AccessToken, `{"jsonrpc":"2.0","id":9,"method":"tools/list"}`); st != 404 {
+		t.Fatalf("another user via b: %d", st)
+	}
+
+	// The holder goes away without cleaning up (its subscription ends): 404, nothing hangs.
+	a.stop()
+	<-a.done
+	if st, _ := c.post(b, tok.AccessToken, `{"jsonrpc":"2.0","id":5,"method":"tools/list"}`); st != 404 {
+		t.Fatalf("holder gone: %d", st)
+	}
+}
+
+func TestLimitsAndCleanup(t *testing.T) {
+	e := newEnv(t)
+	a := e.replica(t, "a", func(c *ssebridge.Config) {
+		c.MaxStreamsPerUser, c.MaxStreams, c.MaxPending, c.KeepAlive = 2, 3, 2, 20*time.Millisecond
+	})
+	ada, bob, cy := e.issue(t, "ada", public), e.issue(t, "bob", public), e.issue(t, "cy", public)
+	c1 := open(t, a, ada.AccessToken)
+	// Keep-alive comments on an idle stream.
+	select {
+	case ev := <-c1.events:
+		if ev.name != "ping" {
+			t.Fatalf("idle stream: %+v", ev)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no keep-alive")
+	}
+	open(t, a, ada.AccessToken)
+	if _, err := tryOpen(t, a, ada.AccessToken); err == nil || !strings.Contains(err.Error(), "503") {
+		t.Fatalf("third stream of one user: %v", err)
+	}
+	c3 := open(t, a, bob.AccessToken)
+	if _, err := tryOpen(t, a, cy.AccessToken); err == nil || !strings.Contains(err.Error(), "503") {
+		t.Fatalf("fourth stream on the replica: %v", err)
+	}
+
+	// Pending messages per stream: two block, the third is refused.
+	mustPost(t, c3, a, bob.AccessToken, `{"jsonrpc":"2.0","id":1,"method":"block"}`)
+	mustPost(t, c3, a, bob.AccessToken, `{"jsonrpc":"2.0","id":2,"method":"block"}`)
+	waitFor(t, "two blocked calls", func() bool { return countMethod(e, "block") == 2 })
+	if st, _ := c3.post(a, bob.AccessToken, `{"jsonrpc":"2.0","id":3,"method":"block"}`); st != 503 {
+		t.Fatalf("third pending message: %d", st)
+	}
+	// The client goes away: its blocked backend calls end, its key is deleted, the count drops.
+	key := store.Key("sse", strings.TrimPrefix(c3.endpoint, "/mcp/message?sessionId="))
+	if _, err := e.st.Get(t.Context(), key); err != nil {
+		t.Fatalf("stream key: %v", err)
+	}
+	c3.close()
+	waitFor(t, "stream removed", func() bool { return a.bridge.OpenStreams() == 2 })
+	waitFor(t, "key deleted", func() bool { _, err := e.st.Get(t.Context(), key); return err == store.ErrNotFound })
+	c1.close()
+	waitFor(t, "streams", func() bool { return a.bridge.OpenStreams() == 1 })
+	open(t, a, cy.AccessToken)
+
+	// Shutdown ends every stream cleanly.
+	sctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	if err := a.bridge.Shutdown(sctx); err != nil {
+		t.Fatal(err)
+	}
+	if a.bridge.OpenStreams() != 0 {
+		t.Fatal("streams left after Shutdown")
+	}
+	if _, err := tryOpen(t, a, cy.AccessToken); err == nil {
+		t.Fatal("stream opened after Shutdown")
+	}
+}
+
+func countMethod(e *env, method string) int {
+	n := 0
+	for _, c := range e.backendSeen() {
+		if c.Method == method {
+			n++
+		}
+	}
+	return n
+}
+
+func TestKeyRefreshOnBackend401(t *testing.T) {
+	e := newEnv(t)
+	a := e.replica(t, "a", nil)
+	tok := e.issue(t, "ada", public)
+	c := open(t, a, tok.AccessToken)
+	mustPost(t, c, a, tok.AccessToken, `{"jsonrpc":"2.0","id":1,"method":"ping"}`)
+	if m := c.nextJSON(); m["id"] != 1.0 || m["result"] == nil {
+		t.Fatalf("first: %v", m)
+	}
+	// The key is rotated: the backend takes only the new one, which the file now holds.
+	e.key.Store("key-two")
+	e.setKey(t, "key-two")
+	mustPost(t, c, a, tok.AccessToken, `{"jsonrpc":"2.0","id":2,"method":"ping"}`)
+	if m := c.nextJSON(); m["id"] != 2.0 || m["result"] == nil {
+		t.Fatalf("after rotation: %v", m)
+	}
+	// A key the backend never accepts: one retry, then a JSON-RPC error.
+	e.key.Store("key-three")
+	mustPost(t, c, a, tok.AccessToken, `{"jsonrpc":"2.0","id":3,"method":"ping"}`)
+	if m := c.nextJSON(); m["id"] != 3.0 || m["error"].(map[string]any)["code"] != -32004.0 {
+		t.Fatalf("refused key: %v", m)
+	}
+	// Backend down: a JSON-RPC error for requests, nothing for notifications.
+	e.backend.Close()
+	mustPost(t, c, a, tok.AccessToken, `{"jsonrpc":"2.0","method":"notifications/x"}`)
+	mustPost(t, c, a, tok.AccessToken, `{"jsonrpc":"2.0","id":4,"method":"ping"}`)
+	if m := c.nextJSON(); m["id"] != 4.0 || m["error"].(map[string]any)["code"] != -32004.0 {
+		t.Fatalf("backend down: %v", m)
+	}
+}
