@@ -1,0 +1,113 @@
+package keyrotation
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Replica is one gateway replica as GET /readyz?replicas=1 lists it.
+type Replica struct {
+	ID             string    `json:"id"`
+	KeyFingerprint string    `json:"key_fingerprint"`
+	Time           time.Time `json:"time"`
+	Ready          bool      `json:"ready"`
+}
+
+// maxProbeBody bounds what is read of a probe response.
+const maxProbeBody = 1 << 20
+
+// GatewayReplicas reads the replica registry of the gateway at baseURL: GET
+// {baseURL}/readyz?replicas=1, whose body lists every live replica's function-key fingerprint
+// (answered with 200 or 503: a replica that is not ready still lists the registry).
+func GatewayReplicas(ctx context.Context, hc *http.Client, baseURL string) ([]Replica, error) {
+	u, err := url.JoinPath(baseURL, "readyz")
+	if err != nil {
+		return nil, fmt.Errorf("gateway URL %q: %w", baseURL, err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u+"?replicas=1", nil)
+	if err != nil {
+		return nil, fmt.Errorf("gateway URL %q: %w", baseURL, err)
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("gateway %s: %w", baseURL, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxProbeBody))
+	if err != nil {
+		return nil, fmt.Errorf("gateway %s: read /readyz: %w", baseURL, err)
+	}
+	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusServiceUnavailable {
+		return nil, fmt.Errorf("gateway %s: /readyz answered %d", baseURL, resp.StatusCode)
+	}
+	var doc struct {
+		Replicas []Replica `json:"replicas"`
+		Reasons  []string  `json:"reasons"`
+	}
+	if err := json.Unmarshal(body, &doc); err != nil {
+		return nil, fmt.Errorf("gateway %s: /readyz is not the gateway's JSON", baseURL)
+	}
+	if len(doc.Replicas) == 0 {
+		reason := "no replica is registered"
+		if len(doc.Reasons) > 0 {
+			reason += " (" + strings.Join(doc.Reasons, "; ") + ")"
+		}
+		return nil, fmt.Errorf("gateway %s: %s", baseURL, reason)
+	}
+	return doc.Replicas, nil
+}
+
+// Acceptance is what a probe of the function app with a key found.
+type Acceptance int
+
+// Probe outcomes.
+const (
+	// Refused: the function app answered 401 (the key is unknown, or the host has not
+	// reloaded its keys yet).
+	Refused Acceptance = iota
+	// Accepted: any answer past the key check (not 401, not 403).
+	Accepted
+	// Unreachable: 403 (access restrictions admit only the gateways) or no answer: the probe
+	// cannot tell.
+	Unreachable
+)
+
+// errForbidden marks a 403 from the function app (access restrictions).
+var errForbidden = errors.New("403 forbidden (access restrictions admit only the gateways?)")
+
+// ProbeFunctionApp sends GET {baseURL}/ with x-functions-key: key to the function app and
+// classifies the answer. The functionapp serves its ping at / behind the key check, like the
+// Functions host's catch-all route with authLevel function.
+func ProbeFunctionApp(ctx context.Context, hc *http.Client, baseURL, key string) (Acceptance, error) {
+	u, err := url.JoinPath(baseURL, "/")
+	if err != nil {
+		return Unreachable, fmt.Errorf("function app URL %q: %w", baseURL, err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return Unreachable, fmt.Errorf("function app URL %q: %w", baseURL, err)
+	}
+	req.Header.Set("x-functions-key", key)
+	resp, err := hc.Do(req)
+	if err != nil {
+		return Unreachable, fmt.Errorf("function app %s: %w", baseURL, err)
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxProbeBody))
+	switch resp.StatusCode {
+	case http.StatusUnauthorized:
+		return Refused, nil
+	case http.StatusForbidden:
+		return Unreachable, fmt.Errorf("function app %s: %w", baseURL, errForbidden)
+	default:
+		return Accepted, nil
+	}
+}
