@@ -1,10 +1,15 @@
 package oauth
 
 import (
+	"context"
+	"net/http"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/mcpgate/mcpgate/gateway/internal/clients"
+	"github.com/mcpgate/mcpgate/gateway/internal/identity"
 	"github.com/mcpgate/mcpgate/gateway/internal/upstream"
 )
 
@@ -124,5 +129,54 @@ func TestSessionTokens(t *testing.T) {
 		}
 		resp, m3 := e.token(t, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {m2["refresh_token"].(string)}, "client_id": {c.ID}, "resource": {testPublic + "/mcp/sse"}})
 		wantOAuthError(t, resp, m3, 400, "invalid_target")
+	})
+}
+
+// refusePolicy refuses users whose object id is in the set.
+type refusePolicy struct{ refused map[string]bool }
+
+type refusal struct{}
+
+func (refusal) Error() string { return "policy: role: missing" }
+func (refusal) Explain() (title, hint string) {
+	return "You do not have the required role", "Ask an administrator."
+}
+
+func (p *refusePolicy) Admit(_ context.Context, u identity.User) error {
+	if p.refused[u.ID()] {
+		return refusal{}
+	}
+	return nil
+}
+
+func TestPolicy(t *testing.T) {
+	pol := &refusePolicy{refused: map[string]bool{}}
+	e := newEnv(t, func(c *Config, _ *clients.Options) { c.Admit = pol.Admit })
+	c := e.register(t, map[string]any{})
+	m := e.codeFlow(t, c) // admitted
+	t.Run("refused at the callback", func(t *testing.T) {
+		pol.refused["alice-oid"] = true
+		defer delete(pol.refused, "alice-oid")
+		b := newBrowser(e.h)
+		_, ch := pkce()
+		resp := b.get(authorizeURL(c, ch, url.Values{"state": {"pst"}}))
+		form := consentForm(t, b, location(t, resp))
+		form.Set("action", "allow")
+		idp := location(t, b.postForm(testPublic+"/consent", form, "Origin", testPublic))
+		resp = b.get(e.idp.login(t, idp.String()))
+		wantStatus(t, resp, http.StatusForbidden)
+		page := body(t, resp)
+		if resp.Header.Get("Location") != "" || !strings.Contains(page, "You do not have the required role") || !strings.Contains(page, "error=access_denied") {
+			t.Fatalf("refusal page:\n%s", page)
+		}
+	})
+	t.Run("refused at refresh", func(t *testing.T) {
+		pol.refused["alice-oid"] = true
+		defer delete(pol.refused, "alice-oid")
+		resp, m2 := e.token(t, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {m["refresh_token"].(string)}, "client_id": {c.ID}})
+		wantOAuthError(t, resp, m2, 400, "invalid_grant")
+		if e.tokenValid(m["access_token"].(string), testPublic+"/mcp") {
+			t.Error("access token survives a policy refusal")
+		}
 	})
 }
