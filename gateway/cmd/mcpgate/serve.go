@@ -31,6 +31,7 @@ import (
 	"github.com/mcpgate/mcpgate/gateway/internal/ops"
 	"github.com/mcpgate/mcpgate/gateway/internal/secretsrc"
 	"github.com/mcpgate/mcpgate/gateway/internal/session"
+	"github.com/mcpgate/mcpgate/gateway/internal/ssebridge"
 	"github.com/mcpgate/mcpgate/gateway/internal/store"
 	"github.com/mcpgate/mcpgate/gateway/internal/telemetry"
 	"github.com/mcpgate/mcpgate/gateway/internal/upstream"
@@ -80,6 +81,7 @@ type gateway struct {
 	clients *clients.Registry
 	keys    *funckey.Keys
 	proxy   *mcpproxy.Proxy
+	sse     *ssebridge.Bridge
 	replica *ops.Registry
 	otel    *telemetry.OTel
 	handler http.Handler
@@ -277,6 +279,16 @@ func newGateway(ctx context.Context, cfg *config.Serve, logger *slog.Logger) (gw
 		return nil, fmt.Errorf("MCP proxy: %w", err)
 	}
 	g.proxy.Register(mux)
+	// Legacy HTTP+SSE (/mcp/sse, /mcp/message): streams held here, messages between replicas
+	// through the store's pub/sub.
+	if g.sse, err = ssebridge.New(ssebridge.Config{
+		Chain: g.proxy, BackendURL: cfg.BackendURL, Keys: g.keys, Store: g.store, ReplicaID: replicaID,
+		MaxMessageBytes: cfg.MaxBodyBytes, Logger: logger, Registerer: reg,
+		Transport: g.otel.Transport(mcpproxy.NewTransport(ssebridge.DefaultBackendTimeout)),
+	}); err != nil {
+		return nil, fmt.Errorf("SSE bridge: %w", err)
+	}
+	g.sse.Register(mux)
 
 	mux.Handle("/healthz", ops.Health())
 	mux.Handle("/readyz", ops.Ready(ops.ReadyConfig{
@@ -305,7 +317,7 @@ func (g *gateway) serve(ctx context.Context) error {
 	bg, stopBG := context.WithCancel(context.Background())
 	defer stopBG()
 	var wg sync.WaitGroup
-	for _, run := range []func(context.Context){g.keeper.Run, g.grants.Run, g.keys.Run, g.replica.Run, g.proxy.Run,
+	for _, run := range []func(context.Context){g.keeper.Run, g.grants.Run, g.keys.Run, g.replica.Run, g.proxy.Run, g.sse.Run,
 		func(ctx context.Context) { g.clients.SweepEvery(ctx, 24*time.Hour, 30*24*time.Hour) }} {
 		wg.Add(1)
 		go func() { defer wg.Done(); run(bg) }()
@@ -356,7 +368,10 @@ func (g *gateway) serve(ctx context.Context) error {
 	defer cancel()
 	// Streams never go idle by themselves: give ordinary requests a moment, then end the
 	// streams (their handlers see the context end and close the response cleanly).
-	timer := time.AfterFunc(2*time.Second, closeStreams)
+	timer := time.AfterFunc(2*time.Second, func() {
+		_ = g.sse.Shutdown(shutdownCtx) // ends the legacy SSE streams (clients reconnect elsewhere)
+		closeStreams()
+	})
 	defer timer.Stop()
 	if metrics != nil {
 		_ = metrics.Shutdown(shutdownCtx)
