@@ -14,6 +14,7 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -65,12 +66,16 @@ type Config struct {
 
 // OIDC is an upstream OpenID Connect provider found through discovery.
 type OIDC struct {
-	cfg      Config
-	oauth    oauth2.Config
-	provider *oidc.Provider
-	verifier *oidc.IDTokenVerifier
-	client   *http.Client
-	basic    bool // client secret sent with HTTP Basic (else in the form)
+	cfg Config
+	// issuerTemplate is set for Entra's multi-tenant endpoints (organizations, common,
+	// consumers): the discovered issuer with a "{tenantid}" placeholder, which each ID token's
+	// iss must match with its own tid.
+	issuerTemplate string
+	oauth          oauth2.Config
+	provider       *oidc.Provider
+	verifier       *oidc.IDTokenVerifier
+	client         *http.Client
+	basic          bool // client secret sent with HTTP Basic (else in the form)
 }
 
 // New discovers the provider and prepares the code flow.
@@ -86,21 +91,39 @@ func New(ctx context.Context, cfg Config) (*OIDC, error) {
 		client = &http.Client{Timeout: 15 * time.Second}
 	}
 	dctx := oidc.ClientContext(ctx, client)
+	multi := IsEntraMultiTenant(cfg.Issuer)
+	if multi {
+		// The discovery document's issuer is a template; each token's issuer is checked in
+		// verify against its own tid instead.
+		dctx = oidc.InsecureIssuerURLContext(dctx, cfg.Issuer)
+	}
 	provider, err := oidc.NewProvider(dctx, cfg.Issuer)
 	if err != nil {
+		var mismatch *oidc.IssuerMismatchError
+		if errors.As(err, &mismatch) {
+			return nil, fmt.Errorf("upstream: discovery of %s: %w (for Entra ID, set MCPGATE_ENTRA_TENANT_ID to the tenant id, a GUID, rather than a domain name)", cfg.Issuer, err)
+		}
 		return nil, fmt.Errorf("upstream: discovery of %s: %w", cfg.Issuer, err)
 	}
 	var meta struct {
+		Issuer      string   `json:"issuer"`
 		AuthMethods []string `json:"token_endpoint_auth_methods_supported"`
 		PKCE        []string `json:"code_challenge_methods_supported"`
 	}
 	if err := provider.Claims(&meta); err != nil {
 		return nil, fmt.Errorf("upstream: discovery document of %s: %w", cfg.Issuer, err)
 	}
+	var issuerTemplate string
+	if multi {
+		if strings.Count(meta.Issuer, tenantPlaceholder) != 1 {
+			return nil, fmt.Errorf("upstream: %s is a multi-tenant endpoint but its discovery issuer %q has no %s placeholder", cfg.Issuer, meta.Issuer, tenantPlaceholder)
+		}
+		issuerTemplate = meta.Issuer
+	}
 	if len(meta.PKCE) > 0 && !slices.Contains(meta.PKCE, "S256") {
 		return nil, fmt.Errorf("upstream: %s does not support PKCE S256", cfg.Issuer)
 	}
-	o := &OIDC{cfg: cfg, provider: provider, client: client}
+	o := &OIDC{cfg: cfg, provider: provider, client: client, issuerTemplate: issuerTemplate}
 	endpoint := provider.Endpoint()
 	endpoint.AuthStyle = oauth2.AuthStyleInParams
 	if cfg.ClientSecret != "" && (len(meta.AuthMethods) == 0 || slices.Contains(meta.AuthMethods, "client_secret_basic")) {
@@ -115,9 +138,46 @@ func New(ctx context.Context, cfg Config) (*OIDC, error) {
 		Scopes:       scopes(cfg.Scopes),
 	}
 	o.verifier = provider.VerifierContext(oidc.ClientContext(context.WithoutCancel(ctx), client),
-		&oidc.Config{ClientID: cfg.ClientID})
+		&oidc.Config{ClientID: cfg.ClientID, SkipIssuerCheck: multi})
 	return o, nil
 }
+
+// tenantPlaceholder stands for the tenant id in the issuer of Entra's multi-tenant discovery
+// documents.
+const tenantPlaceholder = "{tenantid}"
+
+// multiTenantSegments are the tenant path segments of Entra's multi-tenant endpoints.
+var multiTenantSegments = []string{"common", "organizations", "consumers"}
+
+// IsEntraMultiTenant reports whether issuer is one of Entra's multi-tenant endpoints
+// ({authority}/common/v2.0, /organizations/v2.0 or /consumers/v2.0): their ID tokens carry the
+// issuer of the user's own tenant, so the issuer is checked per token against its tid (and
+// the tenants that may sign in are the policy's MCPGATE_ALLOWED_TENANTS).
+func IsEntraMultiTenant(issuer string) bool {
+	u, err := url.Parse(issuer)
+	if err != nil {
+		return false
+	}
+	segs := strings.Split(strings.Trim(u.Path, "/"), "/")
+	return len(segs) == 2 && segs[1] == "v2.0" && slices.Contains(multiTenantSegments, strings.ToLower(segs[0]))
+}
+
+// EntraIssuer is the v2.0 issuer of an Entra tenant (a tenant id, or organizations, common or
+// consumers for multi-tenant apps) at the given authority host (empty: the public cloud,
+// https://login.microsoftonline.com).
+func EntraIssuer(authority, tenant string) (string, error) {
+	if authority == "" {
+		authority = "https://login.microsoftonline.com"
+	}
+	t := strings.TrimSpace(tenant)
+	if !tenantPattern.MatchString(t) && !slices.Contains(multiTenantSegments, strings.ToLower(t)) {
+		return "", fmt.Errorf("upstream: Entra tenant %q: want the tenant id (a GUID), or organizations / common for a multi-tenant app", tenant)
+	}
+	return strings.TrimRight(authority, "/") + "/" + strings.ToLower(t) + "/v2.0", nil
+}
+
+// tenantPattern is an Entra tenant id.
+var tenantPattern = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
 
 func scopes(extra []string) []string {
 	out := slices.Clone(baseScopes)
@@ -205,18 +265,37 @@ type claims struct {
 	Name              string   `json:"name"`
 	PreferredUsername string   `json:"preferred_username"`
 	Email             string   `json:"email"`
+	EmailVerified     any      `json:"email_verified"`
+	EmailDomainOwner  any      `json:"xms_edov"`
 	Roles             []string `json:"roles"`
 	Groups            []string `json:"groups"`
-	Nonce             string   `json:"nonce"`
+	// ClaimNames and HasGroups are Entra's groups overage indicators: too many groups for
+	// the token, so `groups` is left out.
+	ClaimNames map[string]any `json:"_claim_names"`
+	HasGroups  any            `json:"hasgroups"`
+	Nonce      string         `json:"nonce"`
 }
 
 func (c claims) user() identity.User {
 	u := identity.User{Subject: c.Sub, ObjectID: c.OID, TenantID: c.TID, Issuer: c.Iss, Name: c.Name,
-		Username: c.PreferredUsername, Email: c.Email, Roles: c.Roles, Groups: c.Groups}
+		Username: c.PreferredUsername, Email: c.Email, Roles: c.Roles, Groups: c.Groups,
+		EmailVerified: c.Email != "" && (truthy(c.EmailVerified) || truthy(c.EmailDomainOwner)),
+		GroupsOverage: c.ClaimNames["groups"] != nil || truthy(c.HasGroups)}
 	if u.ObjectID == "" {
 		u.ObjectID = c.Sub
 	}
 	return u
+}
+
+// truthy reads a boolean claim that some IdPs send as a string.
+func truthy(v any) bool {
+	switch b := v.(type) {
+	case bool:
+		return b
+	case string:
+		return strings.EqualFold(b, "true")
+	}
+	return false
 }
 
 type verifiedUser struct {
@@ -236,6 +315,12 @@ func (o *OIDC) verify(ctx context.Context, raw string) (verifiedUser, error) {
 	if c.Sub == "" {
 		return verifiedUser{}, &Error{Code: "invalid_id_token", Description: "ID token has no sub"}
 	}
+	if o.issuerTemplate != "" {
+		// Multi-tenant: the issuer must be the one of the token's own tenant.
+		if !tenantPattern.MatchString(c.TID) || c.Iss != strings.Replace(o.issuerTemplate, tenantPlaceholder, c.TID, 1) {
+			return verifiedUser{}, &Error{Code: "invalid_id_token", Description: "ID token issuer does not match its tenant"}
+		}
+	}
 	return verifiedUser{User: c.user(), nonce: c.Nonce}, nil
 }
 
@@ -252,7 +337,9 @@ func (o *OIDC) Refresh(ctx context.Context, old identity.Tokens) (identity.User,
 	if old.RefreshToken == "" {
 		return identity.User{}, identity.Tokens{}, &Error{Code: "invalid_grant", Description: "no upstream refresh token"}
 	}
-	form := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {old.RefreshToken}}
+	// scope is sent again (Entra documents it as required on refresh; with openid it returns a
+	// new ID token, so roles and groups are re-checked); resource never is.
+	form := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {old.RefreshToken}, "scope": {strings.Join(o.oauth.Scopes, " ")}}
 	extra, err := o.clientAuthParams(ctx)
 	if err != nil {
 		return identity.User{}, identity.Tokens{}, err
