@@ -48,8 +48,15 @@ func TestFileReloadsOnChange(t *testing.T) {
 	if got, err := k.Current(t.Context()); err != nil || got != "first-key" {
 		t.Fatalf("Current = %q, %v", got, err)
 	}
+	write("secnd-key\n", t0) // same size and mtime: only an on-demand refresh sees it
+	if err := k.Refresh(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := k.Current(t.Context()); got != "secnd-key" {
+		t.Fatalf("on-demand refresh missed a same-size, same-mtime change: %q", got)
+	}
 	write("second-key\n", t0.Add(time.Second))
-	if got, _ := k.Current(t.Context()); got != "first-key" {
+	if got, _ := k.Current(t.Context()); got != "secnd-key" {
 		t.Fatalf("Current changed without a refresh: %q", got)
 	}
 	if err := k.Refresh(t.Context()); err != nil {

@@ -175,7 +175,13 @@ func (k *Keys) refresh(ctx context.Context, trigger string, force bool) error {
 
 // load reads the source and swaps the cached key when it changed.
 func (k *Keys) load(ctx context.Context, trigger string) error {
-	v, err := k.src.Load(ctx)
+	var v string
+	var err error
+	if fl, ok := k.src.(freshLoader); ok && trigger == "demand" {
+		v, err = fl.LoadFresh(ctx)
+	} else {
+		v, err = k.src.Load(ctx)
+	}
 	if err != nil {
 		k.refreshC.WithLabelValues(trigger, "error").Inc()
 		k.log.Warn("function key load failed", "source", k.src.Describe(), "trigger", trigger,

@@ -54,27 +54,38 @@ func (s staticSource) Load(context.Context) (string, error) {
 func (staticSource) Describe() string            { return "static value" }
 func (staticSource) pollInterval() time.Duration { return 0 }
 
-// File returns a source reading a one-line key file. The file is re-read only when its
-// modification time or size changes; the first line, trimmed, is the key.
+// File returns a source reading a one-line key file. A poll re-reads the file only when it
+// was replaced or its modification time or size changed; an on-demand refresh (after a backend
+// 401) always re-reads it, since a same-length key written within the file system's timestamp
+// granularity leaves both unchanged. The first line, trimmed, is the key.
 func File(path string) Source { return &fileSource{path: path} }
 
 type fileSource struct {
 	path string
 
 	mu    sync.Mutex
-	mtime time.Time
-	size  int64
+	info  os.FileInfo
 	value string
 }
 
-func (f *fileSource) Load(context.Context) (string, error) {
+// freshLoader is implemented by sources that cache: LoadFresh bypasses the cache.
+type freshLoader interface {
+	LoadFresh(ctx context.Context) (string, error)
+}
+
+func (f *fileSource) Load(ctx context.Context) (string, error) { return f.load(false) }
+
+// LoadFresh re-reads the file whatever its metadata says.
+func (f *fileSource) LoadFresh(ctx context.Context) (string, error) { return f.load(true) }
+
+func (f *fileSource) load(fresh bool) (string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	st, err := os.Stat(f.path)
 	if err != nil {
 		return "", fmt.Errorf("funckey: stat key file: %w", err)
 	}
-	if f.value != "" && st.ModTime().Equal(f.mtime) && st.Size() == f.size {
+	if !fresh && f.value != "" && os.SameFile(st, f.info) && st.ModTime().Equal(f.info.ModTime()) && st.Size() == f.info.Size() {
 		return f.value, nil
 	}
 	if st.Size() > maxKeyBytes {
@@ -88,7 +99,7 @@ func (f *fileSource) Load(context.Context) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("funckey: key file %s: %w", f.path, err)
 	}
-	f.mtime, f.size, f.value = st.ModTime(), st.Size(), v
+	f.info, f.value = st, v
 	return v, nil
 }
 
