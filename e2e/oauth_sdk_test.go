@@ -10,7 +10,7 @@ import (
 // TestOAuthTSSDK: the TypeScript SDK's OAuth client (@modelcontextprotocol/sdk) completes
 // discovery (PRM for /mcp, then RFC 8414), dynamic registration, authorization (posting the
 // consent form with its cookies, signing in at the real IdP), the token exchange and a refresh,
-// and the tokens it gets are accepted by the verifier the MCP proxy uses.
+// and the SDK's MCP client then calls a tool through the gateway with those tokens.
 func TestOAuthTSSDK(t *testing.T) {
 	s := startOAuthStack(t, oauthStackOptions{})
 	redirect := "http://127.0.0.1:" + strconv.Itoa(harness.FreePort(t)) + "/oauth/callback"
@@ -36,11 +36,10 @@ func TestOAuthTSSDK(t *testing.T) {
 	if st := get(4); st["step"] != "tokens" || st["has_refresh"] != true || st["token_type"] != "Bearer" {
 		t.Errorf("tokens: %v", st)
 	}
-	who := get(5)["whoami"].(map[string]any)
-	if get(5)["result"] != "AUTHORIZED" || who["status"] != float64(200) || who["body"].(map[string]any)["resource"] != s.URL+"/mcp" {
-		t.Errorf("token use: %v", get(5))
+	if tool, _ := get(5)["tool"].(map[string]any); get(5)["result"] != "AUTHORIZED" || tool["text"] != "Hello I am MCPTool!" {
+		t.Errorf("tool call with the tokens: %v", get(5))
 	}
-	if st := get(7); st["step"] != "refresh" || st["result"] != "AUTHORIZED" || st["rotated"] != true || st["whoami"].(map[string]any)["status"] != float64(200) {
+	if st := get(7); st["step"] != "refresh" || st["result"] != "AUTHORIZED" || st["rotated"] != true || st["tool"].(map[string]any)["text"] != "Hello I am MCPTool!" {
 		t.Errorf("refresh: %v", st)
 	}
 }

@@ -16,13 +16,15 @@ import (
 	"github.com/mcpgate/mcpgate/e2e/harness"
 )
 
-// oauthStack is the authorization server (gateway/internal/oauth, served by its test-only
-// e2eserver until `mcpgate serve` wires it) with a real redis-server and a real oidc-provider.
+// oauthStack is `mcpgate serve` (its authorization server is gateway/internal/oauth) in front
+// of the standalone function app, with a real redis-server and a real oidc-provider as the
+// upstream IdP.
 type oauthStack struct {
-	URL   string
-	Redis *harness.Redis
-	IdP   *harness.OIDC
-	Proc  *harness.Process
+	URL     string
+	Metrics string
+	Redis   *harness.Redis
+	IdP     *harness.OIDC
+	Gateway *harness.Gateway
 }
 
 type oauthStackOptions struct {
@@ -39,16 +41,57 @@ func startOAuthStack(t *testing.T, o oauthStackOptions) *oauthStack {
 		Clients:   []harness.OIDCClient{{ID: "mcpgate", Secret: harness.RandomString(t, 24), RedirectURIs: []string{public + "/oauth-callback"}}},
 		AutoLogin: o.autoLogin,
 	})
-	bin := harness.BuildBinary(t, "github.com/mcpgate/mcpgate/gateway/internal/oauth/e2eserver")
-	args := []string{"-listen", "127.0.0.1:" + strconv.Itoa(port), "-public-url", public, "-redis-url", rds.URL(),
-		"-issuer", idp.Issuer, "-client-id", "mcpgate", "-client-secret", idp.Clients[0].Secret,
-		"-clients-dir", t.TempDir()}
+	fa := harness.StartFunctionApp(t, harness.FunctionAppOptions{})
+	args := []string{"--upstream-issuer", idp.Issuer, "--upstream-client-id", "mcpgate"}
 	if o.preapproved != "" {
-		args = append(args, "-preapproved", o.preapproved)
+		args = append(args, "--preapproved-clients", o.preapproved)
 	}
-	p := harness.Start(t, bin, args, harness.Options{})
-	harness.WaitHTTP(t, p, public+"/.well-known/oauth-authorization-server", 20*time.Second)
-	return &oauthStack{URL: public, Redis: rds, IdP: idp, Proc: p}
+	g := harness.StartGateway(t, harness.GatewayOptions{
+		Port: port, BackendURL: fa.URL, FunctionKey: fa.Key, RedisURL: rds.URL(), Args: args,
+		Env: []string{"MCPGATE_UPSTREAM_CLIENT_SECRET=" + idp.Clients[0].Secret},
+	})
+	if g.URL != public {
+		t.Fatalf("gateway at %s, want %s", g.URL, public)
+	}
+	harness.WaitHTTP(t, g.Process, public+"/.well-known/oauth-authorization-server", 20*time.Second)
+	return &oauthStack{URL: public, Metrics: g.Metrics, Redis: rds, IdP: idp, Gateway: g}
+}
+
+// mcpRefused waits until the gateway refuses token on /mcp (401). Revocation reaches the
+// gateway's per-replica session cache through pub/sub, within a second by design.
+func (s *oauthStack) mcpRefused(t *testing.T, token string) bool {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		st := s.mcpStatus(t, token)
+		if st == http.StatusUnauthorized {
+			return true
+		}
+		if time.Now().After(deadline) {
+			t.Logf("/mcp still answers %d", st)
+			return false
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// mcpStatus sends an MCP initialize to /mcp with the bearer token and returns the status: 200
+// when the gateway accepts the token (verified, looked up, proxied to the function app), 401
+// otherwise.
+func (s *oauthStack) mcpStatus(t *testing.T, token string) int {
+	t.Helper()
+	body := `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"e2e","version":"1"}}}`
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, s.URL+"/mcp", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("POST /mcp: %v", err)
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	return resp.StatusCode
 }
 
 // cookieClient is an HTTP client that never follows redirects and keeps cookies by name,

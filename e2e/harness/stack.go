@@ -121,6 +121,9 @@ type GatewayOptions struct {
 	Env         []string
 	// Dev selects the development login; otherwise pass upstream settings in Args/Env.
 	Dev bool
+	// Port is the API port (0: a free one). Set it when something must know the public URL
+	// before the gateway starts (an IdP's registered redirect URI).
+	Port int
 }
 
 // StartGateway builds and starts `mcpgate serve` on a free loopback port.
@@ -137,7 +140,10 @@ func StartGateway(t testing.TB, opts GatewayOptions) *Gateway {
 			t.Fatal(err)
 		}
 	}
-	port, mport := FreePort(t), FreePort(t)
+	port, mport := opts.Port, FreePort(t)
+	if port == 0 {
+		port = FreePort(t)
+	}
 	g.URL = "http://127.0.0.1:" + strconv.Itoa(port)
 	g.Metrics = "http://127.0.0.1:" + strconv.Itoa(mport)
 	g.Args = append([]string{"serve",

@@ -4,6 +4,8 @@
 //
 // Usage: node sdk_oauth.mjs <mcp url> <idp user> <redirect url>
 import { auth } from '@modelcontextprotocol/sdk/client/auth.js';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 
 const [serverUrl, user, redirectUrl] = process.argv.slice(2);
 const origin = new URL(serverUrl).origin;
@@ -76,15 +78,20 @@ class Provider {
 }
 
 const p = new Provider();
-const whoami = async () => {
-  const r = await fetch(origin + '/whoami', { headers: { authorization: 'Bearer ' + p.t.access_token } });
-  return { status: r.status, body: r.status === 200 ? await r.json() : null };
+// An MCP tool call through the gateway with the current tokens (the transport asks p).
+const callTool = async () => {
+  const client = new Client({ name: 'ts-sdk-e2e', version: '1.0.0' });
+  await client.connect(new StreamableHTTPClientTransport(new URL(serverUrl), { authProvider: p }));
+  try {
+    const r = await client.callTool({ name: 'hello_mcp', arguments: {} });
+    return { text: r.content?.[0]?.text, isError: !!r.isError };
+  } finally { await client.close(); }
 };
 const first = await auth(p, { serverUrl });
 steps.push({ step: 'auth', result: first, redirect: p.redirect });
 const second = await auth(p, { serverUrl, authorizationCode: p.code });
-steps.push({ step: 'auth', result: second, whoami: await whoami() });
+steps.push({ step: 'auth', result: second, tool: await callTool() });
 const oldAccess = p.t.access_token, oldRefresh = p.t.refresh_token;
 const third = await auth(p, { serverUrl }); // has a refresh token: refreshes
-steps.push({ step: 'refresh', result: third, rotated: p.t.refresh_token !== oldRefresh && p.t.access_token !== oldAccess, whoami: await whoami() });
+steps.push({ step: 'refresh', result: third, rotated: p.t.refresh_token !== oldRefresh && p.t.access_token !== oldAccess, tool: await callTool() });
 console.log(JSON.stringify({ ok: true, steps }));
