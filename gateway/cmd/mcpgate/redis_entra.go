@@ -2,25 +2,25 @@ package main
 
 import (
 	"fmt"
+	"os"
 
 	"github.com/redis/go-redis/v9/auth"
 
-	entraid "github.com/redis/go-redis-entraid"
-	"github.com/redis/go-redis-entraid/identity"
+	"github.com/mcpgate/mcpgate/gateway/internal/azureauth"
 )
 
-// redisEntraCredentials returns go-redis-entraid's streaming credentials provider, which
-// signs in to Azure Managed Redis with the workload's Entra identity (DefaultAzureCredential:
-// the managed identity named by AZURE_CLIENT_ID in Azure) and re-authenticates live
-// connections before the token expires.
+// redisEntraCredentials returns go-redis-entraid's streaming credentials provider for Azure
+// Managed Redis with Entra authentication: tokens of the managed identity named by
+// AZURE_CLIENT_ID (else DefaultAzureCredential, for local use with az login), user name = the
+// token's oid, live connections re-authenticated before the token expires.
 func redisEntraCredentials() (auth.StreamingCredentialsProvider, error) {
-	cp, err := entraid.NewDefaultAzureCredentialsProvider(entraid.DefaultAzureCredentialsProviderOptions{
-		DefaultAzureIdentityProviderOptions: identity.DefaultAzureIdentityProviderOptions{
-			Scopes: []string{identity.RedisScopeDefault},
-		},
-	})
+	cred, err := azureauth.Workload(os.Getenv)
 	if err != nil {
-		return nil, fmt.Errorf("redis: Entra credentials (MCPGATE_REDIS_ENTRA; needs AZURE_CLIENT_ID in Azure): %w", err)
+		return nil, fmt.Errorf("redis: Entra credentials (MCPGATE_REDIS_ENTRA): %w", err)
+	}
+	cp, err := azureauth.RedisCredentials(cred, azureauth.RedisOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("redis: Entra credentials (MCPGATE_REDIS_ENTRA): %w", err)
 	}
 	return cp, nil
 }

@@ -16,11 +16,11 @@ import (
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
-	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/time/rate"
 
+	"github.com/mcpgate/mcpgate/gateway/internal/azureauth"
 	"github.com/mcpgate/mcpgate/gateway/internal/clients"
 	"github.com/mcpgate/mcpgate/gateway/internal/config"
 	"github.com/mcpgate/mcpgate/gateway/internal/funckey"
@@ -29,6 +29,7 @@ import (
 	"github.com/mcpgate/mcpgate/gateway/internal/mcpproxy"
 	"github.com/mcpgate/mcpgate/gateway/internal/oauth"
 	"github.com/mcpgate/mcpgate/gateway/internal/ops"
+	idpolicy "github.com/mcpgate/mcpgate/gateway/internal/policy"
 	"github.com/mcpgate/mcpgate/gateway/internal/secretsrc"
 	"github.com/mcpgate/mcpgate/gateway/internal/session"
 	"github.com/mcpgate/mcpgate/gateway/internal/ssebridge"
@@ -243,20 +244,39 @@ func newGateway(ctx context.Context, cfg *config.Serve, logger *slog.Logger) (gw
 			Issuer: cfg.Issuer(), ClientID: cfg.UpstreamClientID, ClientSecret: cfg.UpstreamClientSecret,
 			RedirectURL: cfg.Origin() + "/oauth-callback", Scopes: strings.Fields(cfg.UpstreamScopes),
 		}
-		if cfg.UpstreamFICClientID != "" {
-			if ucfg.ClientAssertion, err = managedIdentityAssertion(cfg.UpstreamFICClientID); err != nil {
-				return nil, err
+		if cfg.EntraTenantID != "" {
+			if ucfg.Issuer, err = upstream.EntraIssuer("", cfg.EntraTenantID); err != nil {
+				return nil, fmt.Errorf("MCPGATE_ENTRA_TENANT_ID: %w", err)
 			}
+		}
+		if cfg.UpstreamFICClientID != "" {
+			mi, err := azureauth.ManagedIdentity(cfg.UpstreamFICClientID)
+			if err != nil {
+				return nil, fmt.Errorf("federated credential (MCPGATE_UPSTREAM_FIC_CLIENT_ID): %w", err)
+			}
+			ucfg.ClientAssertion = azureauth.ClientAssertion(mi, azureauth.TokenExchangeScope)
 		}
 		if idp, err = upstream.New(ctx, ucfg); err != nil {
 			return nil, fmt.Errorf("upstream identity provider %s: %w", ucfg.Issuer, err)
 		}
+		if upstream.IsEntraMultiTenant(ucfg.Issuer) && cfg.AllowedTenants == "" {
+			logger.Warn("multi-tenant Entra endpoint without MCPGATE_ALLOWED_TENANTS: users of any Entra tenant that consents to the app can sign in")
+		}
 	}
+	admission, err := idpolicy.New(idpolicy.Config{
+		AllowedTenants: config.List(cfg.AllowedTenants), Required: config.List(cfg.RequiredRoles),
+		AllowedEmailDomains: config.List(cfg.AllowedEmailDomains), Logger: logger, Metrics: reg,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("access policy: %w", err)
+	}
+	logger.Info("access policy", "policy", admission.Describe())
 
 	as, err := oauth.New(oauth.Config{
 		PublicURL: cfg.Origin(), Clients: g.clients, Grants: g.grants, Keys: g.keeper,
 		Store: g.store, Limiter: limiter, Upstream: idp,
 		PreapprovedClients: config.List(cfg.PreapprovedClients), Logger: logger, Metrics: reg,
+		Admit: admission.Admit,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("authorization server: %w", err)
@@ -437,22 +457,6 @@ func (l *lazyCredential) get() (azcore.TokenCredential, error) {
 		}
 	})
 	return l.cred, l.err
-}
-
-// managedIdentityAssertion returns a function that gets a managed-identity token for
-// api://AzureADTokenExchange: the client assertion of the Entra app's federated credential.
-func managedIdentityAssertion(clientID string) (func(context.Context) (string, error), error) {
-	mi, err := azidentity.NewManagedIdentityCredential(&azidentity.ManagedIdentityCredentialOptions{ID: azidentity.ClientID(clientID)})
-	if err != nil {
-		return nil, fmt.Errorf("managed identity %s (MCPGATE_UPSTREAM_FIC_CLIENT_ID): %w", clientID, err)
-	}
-	return func(ctx context.Context) (string, error) {
-		tok, err := mi.GetToken(ctx, policy.TokenRequestOptions{Scopes: []string{"api://AzureADTokenExchange/.default"}})
-		if err != nil {
-			return "", fmt.Errorf("managed identity token for the federated credential: %w", err)
-		}
-		return tok.Token, nil
-	}, nil
 }
 
 func randomHex(n int) string {
