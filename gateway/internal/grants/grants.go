@@ -220,6 +220,9 @@ func hashPart(s string) string {
 func userIndex(userID string) string     { return store.Key("grants", "user", hashPart(userID)) }
 func clientIndex(clientID string) string { return store.Key("grants", "client", hashPart(clientID)) }
 
+// allIndex is the set of every grant id, for ListAll (`mcpgate sessions list` without a filter).
+var allIndex = store.Key("grants", "all")
+
 func upstreamAD(id string) []byte { return []byte("mcpgate/grant-upstream/v1\x00" + id) }
 
 func lastAD(id string, gen int) []byte {
@@ -303,6 +306,9 @@ func (m *Manager) index(ctx context.Context, g *Grant) error {
 		return unavailable("index grant", err)
 	}
 	if err := m.st.SAdd(ctx, clientIndex(g.ClientID), g.ID, m.refreshT); err != nil {
+		return unavailable("index grant", err)
+	}
+	if err := m.st.SAdd(ctx, allIndex, g.ID, m.refreshT); err != nil {
 		return unavailable("index grant", err)
 	}
 	return nil
@@ -733,6 +739,9 @@ func (m *Manager) revoke(ctx context.Context, id string) (bool, error) {
 		if err := m.st.SRem(ctx, clientIndex(rec.ClientID), id); err != nil {
 			m.log.Warn("unindex revoked grant", "grant", LogID(id), "err", err)
 		}
+		if err := m.st.SRem(ctx, allIndex, id); err != nil {
+			m.log.Warn("unindex revoked grant", "grant", LogID(id), "err", err)
+		}
 		m.log.Info("grant revoked", "grant", LogID(id), "client_id", rec.ClientID, "user_oid", rec.User.ID())
 	}
 	return rec != nil, nil
@@ -811,6 +820,16 @@ func (m *Manager) List(ctx context.Context, f Filter) ([]Grant, error) {
 	default:
 		return nil, errors.New("grants: list needs a user or a client")
 	}
+	return m.list(ctx, index, f)
+}
+
+// ListAll returns every grant, oldest first, without secrets (for operators: `mcpgate
+// sessions list`). Grants issued before the all-grants index existed are found only by List.
+func (m *Manager) ListAll(ctx context.Context) ([]Grant, error) {
+	return m.list(ctx, allIndex, Filter{})
+}
+
+func (m *Manager) list(ctx context.Context, index string, f Filter) ([]Grant, error) {
 	ids, err := m.st.SMembers(ctx, index)
 	if err != nil {
 		return nil, unavailable("list grants", err)
