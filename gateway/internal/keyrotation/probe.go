@@ -48,6 +48,11 @@ func GatewayReplicas(ctx context.Context, hc *http.Client, baseURL string) ([]Re
 	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusServiceUnavailable {
 		return nil, fmt.Errorf("gateway %s: /readyz answered %d", baseURL, resp.StatusCode)
 	}
+	return parseReplicas(body, baseURL)
+}
+
+// parseReplicas parses a /readyz?replicas=1 body; an empty registry is an error.
+func parseReplicas(body []byte, baseURL string) ([]Replica, error) {
 	var doc struct {
 		Replicas []Replica `json:"replicas"`
 		Reasons  []string  `json:"reasons"`

@@ -341,11 +341,11 @@ func Rotate(ctx context.Context, c Config) (*Result, error) {
 	done := r.begin("inspect", "read the keys of "+c.Keys.Describe()+" and the published key in "+c.Publish.Describe())
 	keys, err := c.Keys.List(ctx)
 	if err != nil {
-		return r.res, &StepError{Step: "inspect", Err: err, Hint: "Nothing was changed. Fix the access problem and re-run the same command."}
+		return r.res, &StepError{Step: "inspect", Err: err, Hint: "Nothing was changed. Re-run the same command once the problem is fixed."}
 	}
 	pub, published, err := publishedValue(ctx, c.Publish)
 	if err != nil {
-		return r.res, &StepError{Step: "inspect", Err: err, Hint: "Nothing was changed. Fix the access problem and re-run the same command."}
+		return r.res, &StepError{Step: "inspect", Err: err, Hint: "Nothing was changed. Re-run the same command once the problem is fixed."}
 	}
 	plan := makePlan(&c, keys, pub, published)
 	r.res.Plan = plan
@@ -413,7 +413,7 @@ func Rotate(ctx context.Context, c Config) (*Result, error) {
 	// 4. Publish.
 	if plan.Publish {
 		done = r.begin("publish", "write "+name+" to "+c.Publish.Describe())
-		if err := c.Publish.Put(ctx, []byte(value+"\n")); err != nil {
+		if err := c.Publish.Put(ctx, []byte(value)); err != nil {
 			return r.res, &StepError{Step: "publish", Err: err, Hint: unpublished}
 		}
 		done("done", "")
