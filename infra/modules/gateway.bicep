@@ -53,6 +53,7 @@ var baseEnv = [
   { name: 'MCPGATE_UPSTREAM_CLIENT_ID', value: upstreamClientId }
   { name: 'MCPGATE_UPSTREAM_FIC_CLIENT_ID', value: gatewayIdentity.properties.clientId }
   { name: 'MCPGATE_UPSTREAM_SCOPES', value: upstreamScopes }
+  { name: 'MCPGATE_TRUSTED_PROXIES', value: '1' } // Container Apps ingress appends the caller's address to X-Forwarded-For
   { name: 'AZURE_CLIENT_ID', value: gatewayIdentity.properties.clientId }
   { name: 'OTEL_SERVICE_NAME', value: 'mcpgate' }
 ]

@@ -276,7 +276,7 @@ func newGateway(ctx context.Context, cfg *config.Serve, logger *slog.Logger) (gw
 		PublicURL: cfg.Origin(), Clients: g.clients, Grants: g.grants, Keys: g.keeper,
 		Store: g.store, Limiter: limiter, Upstream: idp,
 		PreapprovedClients: config.List(cfg.PreapprovedClients), Logger: logger, Metrics: reg,
-		Admit: admission.Admit,
+		Admit: admission.Admit, ClientIP: oauth.ForwardedClientIP(cfg.TrustedProxies),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("authorization server: %w", err)

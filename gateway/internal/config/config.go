@@ -58,6 +58,7 @@ type Serve struct {
 	RateLimitRPS    float64
 	RateLimitBurst  int
 	MaxBodyBytes    int64
+	TrustedProxies  int
 	ReplicaID       string
 	LogLevel        string
 }
@@ -127,6 +128,7 @@ func (c *Serve) Settings() []Setting {
 		{"rate-limit-rps", "MCPGATE_RATE_LIMIT_RPS", "20", "MCP calls per second per user and client, per replica", flt(&c.RateLimitRPS)},
 		{"rate-limit-burst", "MCPGATE_RATE_LIMIT_BURST", "40", "burst of MCP calls per user and client, per replica", integer(&c.RateLimitBurst)},
 		{"max-body-bytes", "MCPGATE_MAX_BODY_BYTES", "4194304", "largest MCP request body accepted", i64(&c.MaxBodyBytes)},
+		{"trusted-proxies", "MCPGATE_TRUSTED_PROXIES", "0", "reverse proxies in front of the gateway that append to X-Forwarded-For (1 behind Container Apps ingress); used for per-IP rate limits", integer(&c.TrustedProxies)},
 		{"replica-id", "MCPGATE_REPLICA_ID", "", "this replica's id (default: hostname + random suffix)", str(&c.ReplicaID)},
 		{"log-level", "MCPGATE_LOG_LEVEL", "info", "debug, info, warn or error", str(&c.LogLevel)},
 	}
