@@ -148,3 +148,19 @@ func FuzzDomain(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkAdmit is the policy's cost per callback or refresh (all three rules on).
+func BenchmarkAdmit(b *testing.B) {
+	p, err := New(Config{AllowedTenants: []string{tenantA, tenantB}, Required: []string{"MCP.User", groupG},
+		AllowedEmailDomains: []string{"contoso.com", "fabrikam.com"}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	u := identity.User{TenantID: tenantB, ObjectID: "o", Username: "ann@contoso.com", Groups: []string{"a", "b", groupG}}
+	ctx := b.Context()
+	for b.Loop() {
+		if err := p.Admit(ctx, u); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
