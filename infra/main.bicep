@@ -50,6 +50,8 @@ param upstreamScopes string = 'User.Read'
 
 @description('Comma-separated Entra tenant ids allowed to sign in (empty: any tenant the app accepts; the app is single-tenant).')
 param allowedTenants string = ''
+@description('Comma-separated app roles (e.g. MCP.User) or group ids; a user needs one of them (empty: no role check).')
+param requiredRoles string = ''
 
 var abbrs = loadJsonContent('abbreviations.json')
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
@@ -220,6 +222,7 @@ module gateway 'modules/gateway.bicep' = {
     upstreamClientId: entraApp.outputs.appId
     upstreamScopes: upstreamScopes
     allowedTenants: allowedTenants
+    requiredRoles: requiredRoles
   }
   // Implicit dependencies through the outputs above: the identity's roles (AcrPull, Key Vault,
   // Redis, registrations) exist before the first revision starts.

@@ -30,6 +30,25 @@ resource app 'Microsoft.Graph/applications@v1.0' = {
     implicitGrantSettings: { enableIdTokenIssuance: false, enableAccessTokenIssuance: false }
   }
   api: { requestedAccessTokenVersion: 2 }
+  // App role for MCPGATE_REQUIRED_ROLES=MCP.User: assign it to users or groups under
+  // Enterprise applications → Users and groups; it reaches the gateway in the ID token's `roles`.
+  appRoles: [
+    {
+      id: guid(appUniqueName, 'MCP.User')
+      value: 'MCP.User'
+      displayName: 'MCP user'
+      description: 'May use the MCP tools behind this gateway.'
+      allowedMemberTypes: ['User']
+      isEnabled: true
+    }
+  ]
+  // E-mail domain policy (MCPGATE_ALLOWED_EMAIL_DOMAINS) trusts `email` only with `xms_edov`.
+  optionalClaims: {
+    idToken: [
+      { name: 'email', essential: false }
+      { name: 'xms_edov', essential: false }
+    ]
+  }
   requiredResourceAccess: [
     {
       resourceAppId: graphAppId

@@ -21,6 +21,7 @@ param tenantId string
 param upstreamClientId string
 param upstreamScopes string
 param allowedTenants string
+param requiredRoles string
 
 @minValue(1)
 param minReplicas int = 1
@@ -57,9 +58,11 @@ var baseEnv = [
   { name: 'AZURE_CLIENT_ID', value: gatewayIdentity.properties.clientId }
   { name: 'OTEL_SERVICE_NAME', value: 'mcpgate' }
 ]
-var optionalEnv = empty(allowedTenants) ? [] : [
+var optionalEnv = concat(empty(allowedTenants) ? [] : [
   { name: 'MCPGATE_ALLOWED_TENANTS', value: allowedTenants }
-]
+], empty(requiredRoles) ? [] : [
+  { name: 'MCPGATE_REQUIRED_ROLES', value: requiredRoles }
+])
 
 resource gateway 'Microsoft.App/containerApps@2025-01-01' = {
   name: name

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
-	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/time/rate"
 
@@ -451,10 +450,7 @@ type lazyCredential struct {
 
 func (l *lazyCredential) get() (azcore.TokenCredential, error) {
 	l.once.Do(func() {
-		l.cred, l.err = azidentity.NewDefaultAzureCredential(nil)
-		if l.err != nil {
-			l.err = fmt.Errorf("azure credential (set AZURE_CLIENT_ID to the managed identity's client id): %w", l.err)
-		}
+		l.cred, l.err = azureauth.Workload(os.Getenv)
 	})
 	return l.cred, l.err
 }
