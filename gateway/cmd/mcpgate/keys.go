@@ -95,7 +95,7 @@ func parseKeysFlags(sub string, args []string, stderr io.Writer) (*keysFlags, er
 	fs.BoolVar(&f.json, "json", false, "print the result as JSON on stdout")
 	if sub == "rotate" {
 		fs.BoolVar(&f.dryRun, "dry-run", false, "print the plan and change nothing")
-		fs.BoolVar(&f.ifMissing, "if-missing", false, "do nothing when a key is already published (deployment hook)")
+		fs.BoolVar(&f.ifMissing, "if-missing", false, "do nothing when a key of the app is already published (deployment hook)")
 		fs.DurationVar(&f.timeout, "timeout", 10*time.Minute, "bound on each wait (the function app accepting the key; the gateways using it)")
 		fs.DurationVar(&f.hostCacheWait, "host-cache-wait", 65*time.Second, "without a reachable --function-url: wait this long after creating the key (the host reloads keys at most once a minute)")
 		fs.DurationVar(&f.poll, "poll", time.Second, "interval between probes")

@@ -58,7 +58,8 @@ type Config struct {
 	// HostCacheWait is how long a new key may be refused by a Functions host instance (it
 	// reloads its keys at most once a minute after a miss). Default 65 s; negative: none.
 	HostCacheWait time.Duration
-	// IfMissing: do nothing when a key is already published (for the deployment hook).
+	// IfMissing: do nothing when a host function key of the app is already published (for the
+	// deployment hook); a published value that matches no key of the app is replaced.
 	IfMissing bool
 	// DryRun: compute and return the plan, change nothing.
 	DryRun bool
@@ -89,7 +90,7 @@ type Plan struct {
 	Delete []string `json:"delete"`
 	// Resume explains why an existing key is reused ("" for a fresh rotation).
 	Resume string `json:"resume,omitempty"`
-	// Skip is why nothing is done (--if-missing with a key published).
+	// Skip is why nothing is done (--if-missing with a key of the app published).
 	Skip string `json:"skip,omitempty"`
 }
 
@@ -258,8 +259,8 @@ func makePlan(c *Config, keys map[string]string, pub string, published bool) Pla
 			}
 		}
 	}
-	if c.IfMissing && published {
-		p.Skip = "a function key is already published in " + p.Target + " (--if-missing)"
+	if c.IfMissing && p.Current != "" {
+		p.Skip = "a function key of the app (" + p.Current + ") is already published in " + p.Target + " (--if-missing)"
 		return p
 	}
 	var newest string

@@ -306,6 +306,13 @@ func TestRotateIfMissing(t *testing.T) {
 	if err != nil || res.Action != "unchanged" {
 		t.Fatalf("second run: %v %+v", err, res)
 	}
+	// A published value that is no key of the app is replaced: here by the app's gateway key,
+	// which is not published (an interrupted rotation, as far as the plan can tell).
+	e2.secrets["function-key"] = "stale-value-of-a-deleted-app"
+	res, err = keyrotation.Rotate(t.Context(), cfg)
+	if err != nil || res.Action != "resumed" || e2.secrets["function-key"] != a.snapshot()[res.NewKey] {
+		t.Fatalf("stale published value: %v %+v", err, res)
+	}
 }
 
 // TestRotateDryRun lists and changes nothing.
