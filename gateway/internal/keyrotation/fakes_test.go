@@ -192,7 +192,7 @@ func startARM(t *testing.T, a *fakeARM) *keyrotation.ARMHostKeys {
 	return hk
 }
 
-// fakeFunctionApp answers GET / with 200 for a key the ARM fake knows, 401 otherwise.
+// fakeFunctionApp answers any request with 200 for a key the ARM fake knows, 401 otherwise.
 func fakeFunctionApp(t *testing.T, a *fakeARM) *httptest.Server {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !a.accepts(r.Header.Get("x-functions-key")) {

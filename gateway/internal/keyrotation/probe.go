@@ -88,11 +88,17 @@ const (
 // errForbidden marks a 403 from the function app (access restrictions).
 var errForbidden = errors.New("403 forbidden (access restrictions admit only the gateways?)")
 
-// ProbeFunctionApp sends GET {baseURL}/ with x-functions-key: key to the function app and
-// classifies the answer. The functionapp serves its ping at / behind the key check, like the
-// Functions host's catch-all route with authLevel function.
+// ProbePath is what ProbeFunctionApp requests: the MCP route, which the Functions host
+// serves through the catch-all function with authLevel function (so the key is checked), and
+// the standalone function app behind the same check. The root is avoided: the host may answer
+// it with its anonymous home page.
+const ProbePath = "/mcp"
+
+// ProbeFunctionApp sends GET {baseURL}/mcp with x-functions-key: key to the function app and
+// classifies the answer: 401 means refused, any other answer means the key passed the check
+// (the MCP handler itself answers a bare GET with an error of its own, never 401).
 func ProbeFunctionApp(ctx context.Context, hc *http.Client, baseURL, key string) (Acceptance, error) {
-	u, err := url.JoinPath(baseURL, "/")
+	u, err := url.JoinPath(baseURL, ProbePath)
 	if err != nil {
 		return Unreachable, fmt.Errorf("function app URL %q: %w", baseURL, err)
 	}
