@@ -95,8 +95,9 @@ var errForbidden = errors.New("403 forbidden (access restrictions admit only the
 const ProbePath = "/mcp"
 
 // ProbeFunctionApp sends GET {baseURL}/mcp with x-functions-key: key to the function app and
-// classifies the answer: 401 means refused, any other answer means the key passed the check
-// (the MCP handler itself answers a bare GET with an error of its own, never 401).
+// classifies the answer: 401 means refused; 404 and 5xx (which may come from in front of the
+// key check) mean "not yet"; any other answer means the key passed the check (the MCP handler
+// answers a bare GET with a 4xx of its own, never 401).
 func ProbeFunctionApp(ctx context.Context, hc *http.Client, baseURL, key string) (Acceptance, error) {
 	u, err := url.JoinPath(baseURL, ProbePath)
 	if err != nil {
@@ -113,11 +114,15 @@ func ProbeFunctionApp(ctx context.Context, hc *http.Client, baseURL, key string)
 	}
 	defer resp.Body.Close()
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxProbeBody))
-	switch resp.StatusCode {
-	case http.StatusUnauthorized:
+	switch st := resp.StatusCode; {
+	case st == http.StatusUnauthorized:
 		return Refused, nil
-	case http.StatusForbidden:
+	case st == http.StatusForbidden:
 		return Unreachable, fmt.Errorf("function app %s: %w", baseURL, errForbidden)
+	case st == http.StatusNotFound || st >= 500:
+		// Answers that can come from in front of the key check (a stopped or starting app, a
+		// wrong URL): no conclusion, probe again.
+		return Refused, fmt.Errorf("function app %s: %s answered %d", baseURL, ProbePath, st)
 	default:
 		return Accepted, nil
 	}
