@@ -29,6 +29,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -60,6 +61,7 @@ const (
 	DefaultMaxResponseBytes  = 16 << 20
 	DefaultWriteTimeout      = 30 * time.Second
 	DefaultBackendTimeout    = 240 * time.Second
+	DefaultShutdownGrace     = 5 * time.Second
 )
 
 // Chain is the MCP policy chain (mcpproxy.Proxy satisfies it).
@@ -109,6 +111,9 @@ type Config struct {
 	// BackendTimeout bounds the wait for the backend's response headers when Transport is
 	// nil (default 240 s).
 	BackendTimeout time.Duration
+	// ShutdownGrace is how long Shutdown lets messages in flight finish before it closes the
+	// streams (default 5 s).
+	ShutdownGrace time.Duration
 	// Logger receives operational logs (never tokens, keys or message bodies).
 	Logger *slog.Logger
 	// Registerer receives the bridge's metrics (nil: not registered).
@@ -160,6 +165,7 @@ func New(cfg Config) (*Bridge, error) {
 	setDefault(&cfg.MaxResponseBytes, DefaultMaxResponseBytes)
 	setDefault(&cfg.WriteTimeout, DefaultWriteTimeout)
 	setDefault(&cfg.BackendTimeout, DefaultBackendTimeout)
+	setDefault(&cfg.ShutdownGrace, DefaultShutdownGrace)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -238,7 +244,9 @@ func (b *Bridge) OpenStreams() int {
 	return len(b.streams)
 }
 
-// Run subscribes to this replica's channel and refreshes the stream keys until ctx ends.
+// Run subscribes to this replica's channel and refreshes the stream keys until ctx ends;
+// then it shuts the bridge down (Shutdown, within ShutdownGrace plus a few seconds) while the
+// store is still there, so streams end cleanly and their keys are deleted.
 func (b *Bridge) Run(ctx context.Context) {
 	sub, err := b.cfg.Store.Subscribe(ctx, b.channel)
 	if err != nil {
@@ -246,6 +254,11 @@ func (b *Bridge) Run(ctx context.Context) {
 		return
 	}
 	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), b.cfg.ShutdownGrace+5*time.Second)
+		if err := b.Shutdown(sctx); err != nil {
+			b.log.Warn("sse bridge: shutdown incomplete", "err", err)
+		}
+		cancel()
 		b.setReady(false)
 		_ = sub.Close()
 	}()
@@ -315,16 +328,35 @@ func (b *Bridge) holds(s *stream) bool {
 	return b.streams[s.id] == s
 }
 
-// Shutdown refuses new streams, closes every open stream cleanly (each response ends, so
-// clients see the end of the stream and may reconnect elsewhere) and waits for their handlers
-// until ctx ends.
+// Shutdown refuses new streams and messages, lets the messages in flight finish (up to
+// ShutdownGrace), closes every open stream cleanly (each response ends, so clients see the end
+// of the stream and may reconnect elsewhere) and waits until they are cleaned up or ctx ends.
+// It may be called more than once.
 func (b *Bridge) Shutdown(ctx context.Context) error {
 	b.mu.Lock()
 	b.closing.Store(true)
+	list := make([]*stream, 0, len(b.streams))
 	for _, s := range b.streams {
-		s.close("shutdown")
+		list = append(list, s)
 	}
 	b.mu.Unlock()
+	grace := time.NewTimer(b.cfg.ShutdownGrace)
+	defer grace.Stop()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+wait:
+	for slices.ContainsFunc(list, (*stream).busy) {
+		select {
+		case <-grace.C:
+			break wait
+		case <-ctx.Done():
+			break wait
+		case <-tick.C:
+		}
+	}
+	for _, s := range list {
+		s.close("shutdown")
+	}
 	done := make(chan struct{})
 	go func() { b.handlers.Wait(); close(done) }()
 	select {

@@ -43,6 +43,9 @@ type env struct {
 	backend *httptest.Server
 	calls   atomic.Int64
 	block   chan struct{} // "block" requests wait on it
+	// noHijack serves the replicas through a ResponseWriter that cannot be taken over (as
+	// under HTTP/2), so the request's goroutine holds each stream.
+	noHijack bool
 
 	mu   sync.Mutex
 	seen []backendCall
@@ -208,7 +211,11 @@ func (e *env) replica(t *testing.T, id string, tweak func(*ssebridge.Config)) *r
 	go func() { b.Run(ctx); close(r.done) }()
 	mux := http.NewServeMux()
 	b.Register(mux)
-	r.srv = httptest.NewServer(mux)
+	var h http.Handler = mux
+	if e.noHijack {
+		h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { mux.ServeHTTP(flushOnly{w}, r) })
+	}
+	r.srv = httptest.NewServer(h)
 	t.Cleanup(func() {
 		sctx, c := context.WithTimeout(context.Background(), 5*time.Second)
 		defer c()
@@ -220,6 +227,14 @@ func (e *env) replica(t *testing.T, id string, tweak func(*ssebridge.Config)) *r
 	waitFor(t, "subscription of "+id, b.Ready)
 	return r
 }
+
+// flushOnly hides every optional interface of a ResponseWriter but Flush.
+type flushOnly struct{ w http.ResponseWriter }
+
+func (f flushOnly) Header() http.Header         { return f.w.Header() }
+func (f flushOnly) Write(p []byte) (int, error) { return f.w.Write(p) }
+func (f flushOnly) WriteHeader(code int)        { f.w.WriteHeader(code) }
+func (f flushOnly) Flush()                      { f.w.(http.Flusher).Flush() }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
@@ -385,7 +400,14 @@ func mustPost(t *testing.T, c *sseClient, r *replica, token, body string) {
 }
 
 func TestStreamLocal(t *testing.T) {
+	for _, noHijack := range []bool{false, true} {
+		t.Run(fmt.Sprintf("noHijack=%v", noHijack), func(t *testing.T) { testStreamLocal(t, noHijack) })
+	}
+}
+
+func testStreamLocal(t *testing.T, noHijack bool) {
 	e := newEnv(t)
+	e.noHijack = noHijack
 	a := e.replica(t, "a", nil)
 	tok := e.issue(t, "ada", public+"/mcp/sse")
 
@@ -493,7 +515,9 @@ func TestStreamLocal(t *testing.T) {
 
 func TestCrossReplica(t *testing.T) {
 	e := newEnv(t)
-	a, b := e.replica(t, "a", nil), e.replica(t, "b", nil)
+	a := e.replica(t, "a", nil)
+	e.noHijack = true // the holder hijacks, the other replica does not: both work
+	b := e.replica(t, "b", nil)
 	tok := e.issue(t, "ada", public)
 	c := open(t, a, tok.AccessToken)
 
@@ -550,7 +574,14 @@ func TestCrossReplica(t *testing.T) {
 }
 
 func TestLimitsAndCleanup(t *testing.T) {
+	for _, noHijack := range []bool{false, true} {
+		t.Run(fmt.Sprintf("noHijack=%v", noHijack), func(t *testing.T) { testLimitsAndCleanup(t, noHijack) })
+	}
+}
+
+func testLimitsAndCleanup(t *testing.T, noHijack bool) {
 	e := newEnv(t)
+	e.noHijack = noHijack
 	a := e.replica(t, "a", func(c *ssebridge.Config) {
 		c.MaxStreamsPerUser, c.MaxStreams, c.MaxPending, c.KeepAlive = 2, 3, 2, 20*time.Millisecond
 	})

@@ -145,7 +145,7 @@ func (b *Bridge) serveMessage(w http.ResponseWriter, r *http.Request, c *mcpprox
 			return
 		}
 		if !s.enqueue(j) {
-			if s.closed() {
+			if s.closed() || b.closing.Load() {
 				c.Outcome = "unknown_session"
 				writeRPCError(w, http.StatusNotFound, codeInvalidRequest, "Session not found")
 				return
@@ -233,7 +233,11 @@ func (b *Bridge) receive(payload []byte) {
 	if !s.enqueue(j) {
 		// The POST was already answered 202 by another replica: tell the client here.
 		if j.hasID {
-			s.send(rpcErrorEvent(j.id, codeUnavailable, "Too many messages in flight on this session, retry shortly"))
+			msg := "Too many messages in flight on this session, retry shortly"
+			if b.closing.Load() {
+				msg = "Server shutting down, reconnect"
+			}
+			s.send(rpcErrorEvent(j.id, codeUnavailable, msg))
 		}
 		b.metrics.rejected.WithLabelValues("queue_full").Inc()
 		return

@@ -1,8 +1,12 @@
 package ssebridge
 
 import (
+	"bytes"
 	"context"
+	"errors"
+	"net"
 	"net/http"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -13,6 +17,14 @@ import (
 )
 
 // stream is one client's SSE stream held by this replica.
+//
+// An idle stream costs one small goroutine and no buffers: on HTTP/1.1 the connection is
+// taken over from net/http (hijacked) once the stream is open, so the request's goroutine,
+// its grown stack and the server's connection buffers are released; a goroutine blocked in a
+// one-byte Read notices the client leaving. Events are written by a goroutine started only
+// while there is something to write, and keep-alive comments by a timer. Where the connection
+// cannot be taken over (HTTP/2, a wrapper without Hijack) the request's goroutine holds the
+// stream instead.
 type stream struct {
 	b       *Bridge
 	id      string
@@ -25,11 +37,20 @@ type stream struct {
 	ctx    context.Context // ends when the stream closes: cancels backend calls
 	cancel context.CancelFunc
 
-	out         chan []byte // events waiting to be written
-	queuedBytes atomic.Int64
-	done        chan struct{} // closed by close()
-	closeOnce   sync.Once
-	reason      atomic.Value // string: why close() was called
+	sink  sink        // where events go; guarded by wmu
+	wmu   sync.Mutex  // serialises writes to sink
+	ping  *time.Timer // keep-alive: fires after KeepAlive without a write
+	ended chan struct{}
+
+	// Events waiting to be written (a slice: an idle stream holds no buffer).
+	qmu         sync.Mutex
+	queue       [][]byte
+	queuedBytes int64
+	writing     bool // a writer goroutine runs
+
+	done      chan struct{} // closed by close()
+	closeOnce sync.Once
+	reason    atomic.Value // string: why close() was called
 
 	// version is the MCP protocol version for backend requests: the client's requested
 	// version once it sent initialize, the negotiated one once the backend answered.
@@ -41,12 +62,25 @@ type stream struct {
 	running bool  // the dispatcher goroutine runs
 }
 
-// close ends the stream (idempotent); the handler goroutine then cleans up.
+// sink is the client's end of a stream.
+type sink interface {
+	// write sends events (complete, framed SSE events) and flushes them.
+	write(p []byte, deadline time.Time) error
+	// end finishes the response cleanly (best effort, by deadline) and releases the
+	// connection, which makes the stream's owner notice.
+	end(deadline time.Time)
+}
+
+var pingEvent = []byte(": ping\n\n")
+
+// close ends the stream (idempotent): backend calls are cancelled, queued events are written
+// (briefly), the response ends cleanly, and the stream's owner then cleans up.
 func (s *stream) close(reason string) {
 	s.closeOnce.Do(func() {
 		s.reason.Store(reason)
 		close(s.done)
 		s.cancel()
+		go s.finalize()
 	})
 }
 
@@ -59,22 +93,86 @@ func (s *stream) closed() bool {
 	}
 }
 
+// finalize writes what is still queued and ends the response.
+func (s *stream) finalize() {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if s.ping != nil {
+		s.ping.Stop()
+	}
+	deadline := time.Now().Add(time.Second)
+	if q := s.take(); len(q) > 0 && s.sink != nil {
+		_ = s.sink.write(bytes.Join(q, nil), deadline)
+	}
+	if s.sink != nil {
+		s.sink.end(deadline)
+	}
+	close(s.ended)
+}
+
 // send queues a complete SSE event for the client. A client too slow to keep the queue
 // within bounds loses its stream (it reconnects; memory stays bounded).
 func (s *stream) send(ev []byte) {
 	if s.closed() {
 		return
 	}
-	if s.queuedBytes.Add(int64(len(ev))) > s.b.cfg.MaxQueuedBytes {
+	s.qmu.Lock()
+	if len(s.queue) >= s.b.cfg.MaxQueuedEvents || s.queuedBytes+int64(len(ev)) > s.b.cfg.MaxQueuedBytes {
+		s.qmu.Unlock()
 		s.b.metrics.dropped.WithLabelValues("slow_client").Inc()
 		s.close("slow_client")
 		return
 	}
-	select {
-	case s.out <- ev:
-	default:
-		s.b.metrics.dropped.WithLabelValues("slow_client").Inc()
-		s.close("slow_client")
+	s.queue = append(s.queue, ev)
+	s.queuedBytes += int64(len(ev))
+	start := !s.writing
+	s.writing = true
+	s.qmu.Unlock()
+	if start {
+		go s.writeLoop()
+	}
+}
+
+// take returns the queued events and empties the queue.
+func (s *stream) take() [][]byte {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	q := s.queue
+	s.queue, s.queuedBytes = nil, 0
+	return q
+}
+
+// writeLoop writes queued events until the queue is empty, then exits.
+func (s *stream) writeLoop() {
+	for {
+		s.qmu.Lock()
+		q := s.queue
+		s.queue, s.queuedBytes = nil, 0
+		if len(q) == 0 || s.closed() {
+			s.writing = false
+			if len(q) > 0 { // closing: finalize writes them
+				s.queue, s.queuedBytes = q, 0
+			}
+			s.qmu.Unlock()
+			return
+		}
+		s.qmu.Unlock()
+		var p []byte
+		if len(q) == 1 {
+			p = q[0]
+		} else {
+			p = bytes.Join(q, nil)
+		}
+		s.wmu.Lock()
+		err := s.sink.write(p, time.Now().Add(s.b.cfg.WriteTimeout))
+		if err == nil {
+			s.ping.Reset(s.b.cfg.KeepAlive)
+		}
+		s.wmu.Unlock()
+		if err != nil {
+			s.close("write_failed")
+			return
+		}
 	}
 }
 
@@ -83,7 +181,7 @@ func (s *stream) send(ev []byte) {
 func (s *stream) enqueue(j job) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed() || s.pending >= s.b.cfg.MaxPending {
+	if s.closed() || s.b.closing.Load() || s.pending >= s.b.cfg.MaxPending {
 		return false
 	}
 	s.pending++
@@ -93,6 +191,13 @@ func (s *stream) enqueue(j job) bool {
 		go s.dispatch()
 	}
 	return true
+}
+
+// busy reports whether messages of s are queued or in flight.
+func (s *stream) busy() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pending > 0
 }
 
 // finish marks one accepted message finished.
@@ -106,7 +211,7 @@ func (s *stream) finish() {
 // responses from the client are delivered to the backend before the next message is taken;
 // requests are started in order and run concurrently (a long tool call does not hold up the
 // session), each writing its events in order. It exits when the queue is empty, so an idle
-// stream holds no goroutine besides its handler.
+// stream holds no goroutine for it.
 func (s *stream) dispatch() {
 	for {
 		s.mu.Lock()
@@ -152,11 +257,11 @@ func (b *Bridge) serveSSE(w http.ResponseWriter, r *http.Request, c *mcpproxy.Ca
 	}
 	g := c.Grant
 	s := &stream{b: b, id: newSessionID(), grant: g, binding: binding(g), user: g.User.ID(),
-		out: make(chan []byte, b.cfg.MaxQueuedEvents), done: make(chan struct{})}
+		done: make(chan struct{}), ended: make(chan struct{})}
 	s.key = store.Key("sse", s.id)
 	s.record = encodeRecord(b.cfg.ReplicaID, s.binding)
-	// The stream's context is not the request's: a stream ends when its client goes away,
-	// and then everything it started ends too.
+	// The stream's context is not the request's: the stream outlives the handler when the
+	// connection is taken over, and ends (with everything it started) when the client leaves.
 	s.ctx, s.cancel = context.WithCancel(context.WithoutCancel(r.Context()))
 	if reason := b.add(s); reason != "" {
 		s.cancel()
@@ -166,75 +271,136 @@ func (b *Bridge) serveSSE(w http.ResponseWriter, r *http.Request, c *mcpproxy.Ca
 		writeRPCError(w, http.StatusServiceUnavailable, codeUnavailable, "Too many open SSE streams, retry later")
 		return
 	}
-	defer b.remove(s)
 	sctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	err := b.cfg.Store.Set(sctx, s.key, s.record, b.keyTTL)
 	cancel()
 	if err != nil {
 		c.Outcome = "store_unavailable"
 		b.metrics.rejected.WithLabelValues("store_unavailable").Inc()
+		s.close("store_unavailable")
+		<-s.ended
+		b.remove(s)
 		w.Header()["Retry-After"] = []string{"1"}
 		writeRPCError(w, http.StatusServiceUnavailable, codeUnavailable, "Service temporarily unavailable, retry shortly")
 		return
 	}
 	c.Outcome = "sse_stream"
-	rc := http.NewResponseController(w)
 	h := w.Header()
 	h["Content-Type"] = []string{"text/event-stream"}
 	h["Cache-Control"] = []string{"no-cache, no-transform"}
 	h["X-Accel-Buffering"] = []string{"no"}
 	h["X-Content-Type-Options"] = []string{"nosniff"}
-	w.WriteHeader(http.StatusOK)
 	first := []byte("event: endpoint\ndata: " + MessagePath + "?sessionId=" + s.id + "\n\n")
-	if !b.write(rc, w, first) {
-		return
-	}
 	b.log.Debug("sse stream opened", "sse_session", hashLabel(s.id), "request_id", c.RequestID)
 
-	ping := []byte(": ping\n\n")
-	timer := time.NewTimer(b.cfg.KeepAlive)
-	defer timer.Stop()
-	for {
-		select {
-		case ev := <-s.out:
-			s.queuedBytes.Add(-int64(len(ev)))
-			if !b.write(rc, w, ev) {
-				return
+	rc := http.NewResponseController(w)
+	if r.ProtoMajor == 1 && r.ProtoMinor == 1 {
+		if conn, brw, err := rc.Hijack(); err == nil {
+			hs := &connSink{conn: conn}
+			s.wmu.Lock()
+			s.sink = hs
+			s.ping = time.AfterFunc(b.cfg.KeepAlive, func() { s.send(pingEvent) })
+			err := hs.start(h, first, time.Now().Add(b.cfg.WriteTimeout))
+			s.wmu.Unlock()
+			if brw.Reader.Buffered() > 0 || err != nil {
+				s.close("write_failed") // a pipelined request, or the client left already
 			}
-			timer.Reset(b.cfg.KeepAlive)
-		case <-timer.C:
-			if !b.write(rc, w, ping) {
-				return
-			}
-			timer.Reset(b.cfg.KeepAlive)
-		case <-r.Context().Done():
-			s.close("client_gone")
+			go s.own(conn)
 			return
-		case <-s.done:
-			// Write what was already queued when the stream is ended on purpose (e.g. a
-			// JSON-RPC error just before a shutdown), then end the response.
-			for {
-				select {
-				case ev := <-s.out:
-					if !b.write(rc, w, ev) {
-						return
-					}
-				default:
-					return
-				}
-			}
 		}
 	}
+	// Fallback: the request's goroutine holds the stream.
+	s.wmu.Lock()
+	s.sink = &responseSink{w: w, rc: rc}
+	s.ping = time.AfterFunc(b.cfg.KeepAlive, func() { s.send(pingEvent) })
+	w.WriteHeader(http.StatusOK)
+	err = s.sink.write(first, time.Now().Add(b.cfg.WriteTimeout))
+	s.wmu.Unlock()
+	if err != nil {
+		s.close("write_failed")
+	}
+	select {
+	case <-r.Context().Done():
+		s.close("client_gone")
+	case <-s.done:
+	}
+	<-s.ended
+	b.remove(s)
 }
 
-// write writes and flushes p within the write timeout.
-func (b *Bridge) write(rc *http.ResponseController, w http.ResponseWriter, p []byte) bool {
-	_ = rc.SetWriteDeadline(time.Now().Add(b.cfg.WriteTimeout))
-	if _, err := w.Write(p); err != nil {
-		return false
+// own waits for a taken-over connection to end (the client leaves, or close ended the
+// response and released it), then cleans up.
+func (s *stream) own(conn net.Conn) {
+	var buf [1]byte
+	for {
+		if _, err := conn.Read(buf[:]); err != nil {
+			break
+		}
+		// A client does not send on an event stream's connection: ignore stray bytes.
 	}
-	return rc.Flush() == nil
+	s.close("client_gone")
+	<-s.ended
+	s.b.remove(s)
 }
+
+// connSink writes a taken-over HTTP/1.1 connection: the response head once, then each batch
+// of events as one chunk.
+type connSink struct {
+	conn net.Conn
+}
+
+func (c *connSink) start(h http.Header, first []byte, deadline time.Time) error {
+	var b bytes.Buffer
+	b.WriteString("HTTP/1.1 200 OK\r\n")
+	_ = h.Write(&b)
+	b.WriteString("Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+	appendChunk(&b, first)
+	_ = c.conn.SetWriteDeadline(deadline)
+	_, err := c.conn.Write(b.Bytes())
+	return err
+}
+
+func appendChunk(b *bytes.Buffer, p []byte) {
+	b.WriteString(strconv.FormatInt(int64(len(p)), 16))
+	b.WriteString("\r\n")
+	b.Write(p)
+	b.WriteString("\r\n")
+}
+
+func (c *connSink) write(p []byte, deadline time.Time) error {
+	var b bytes.Buffer
+	b.Grow(len(p) + 16)
+	appendChunk(&b, p)
+	_ = c.conn.SetWriteDeadline(deadline)
+	_, err := c.conn.Write(b.Bytes())
+	return err
+}
+
+func (c *connSink) end(deadline time.Time) {
+	_ = c.conn.SetWriteDeadline(deadline)
+	_, _ = c.conn.Write([]byte("0\r\n\r\n"))
+	_ = c.conn.Close()
+}
+
+// responseSink writes through net/http (HTTP/2, or a writer that cannot be taken over).
+type responseSink struct {
+	w  http.ResponseWriter
+	rc *http.ResponseController
+}
+
+func (r *responseSink) write(p []byte, deadline time.Time) error {
+	_ = r.rc.SetWriteDeadline(deadline)
+	if _, err := r.w.Write(p); err != nil {
+		return err
+	}
+	if err := r.rc.Flush(); err != nil {
+		return errors.Join(errors.New("flush"), err)
+	}
+	return nil
+}
+
+// end does nothing: the handler returns once the stream has ended, which ends the response.
+func (r *responseSink) end(time.Time) {}
 
 // add registers s within the limits; it returns the refusal reason or "".
 func (b *Bridge) add(s *stream) string {
@@ -256,9 +422,8 @@ func (b *Bridge) add(s *stream) string {
 	return ""
 }
 
-// remove unregisters s, ends what it started and deletes its key.
+// remove unregisters s (closed and ended) and deletes its key.
 func (b *Bridge) remove(s *stream) {
-	s.close("client_gone")
 	b.mu.Lock()
 	if b.streams[s.id] == s {
 		delete(b.streams, s.id)
