@@ -195,7 +195,13 @@ func newGateway(ctx context.Context, cfg *config.Serve, logger *slog.Logger) (gw
 	default:
 		keySrc = funckey.File(cfg.FunctionKeyFile)
 	}
-	g.keys = funckey.New(keySrc, funckey.Options{Logger: logger, Registerer: reg})
+	keyOpts := funckey.Options{Logger: logger, Registerer: reg}
+	if cfg.FunctionKeySecret != "" {
+		// A rotation waits until every replica uses the new key: poll Key Vault every minute
+		// (a backend 401 also triggers an immediate refresh).
+		keyOpts.PollInterval = time.Minute
+	}
+	g.keys = funckey.New(keySrc, keyOpts)
 	if g.replica, err = ops.NewRegistry(g.store, replicaID, g.keys, ops.RegistryOptions{Logger: logger}); err != nil {
 		return nil, err
 	}
