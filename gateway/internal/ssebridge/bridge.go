@@ -36,6 +36,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/mcpgate/mcpgate/gateway/internal/grants"
 	"github.com/mcpgate/mcpgate/gateway/internal/mcpproxy"
@@ -131,6 +132,7 @@ type Bridge struct {
 	log      *slog.Logger
 	metrics  *metrics
 	publish  func(ctx context.Context, channel string, msg []byte) (int64, error)
+	expire   func(ctx context.Context, keys []string, ttl time.Duration) ([]bool, error)
 	keyTTL   time.Duration
 	ready    atomic.Bool // the replica's subscription is up
 	closing  atomic.Bool
@@ -188,7 +190,47 @@ func New(cfg Config) (*Bridge, error) {
 	b.msgEP = b.sseEP
 	b.msgEP.Name = MessagePath
 	b.publish = publisher(cfg.Store)
+	b.expire = expirer(cfg.Store)
 	return b, nil
+}
+
+// expirer returns a function that extends the TTL of existing keys and reports which exist:
+// one pipelined round trip per batch on Redis, one SetXX per key elsewhere.
+func expirer(st store.Store) func(context.Context, []string, time.Duration) ([]bool, error) {
+	if r, ok := st.(*store.Redis); ok {
+		c := r.Client()
+		return func(ctx context.Context, keys []string, ttl time.Duration) ([]bool, error) {
+			pipe := c.Pipeline()
+			cmds := make([]*redis.BoolCmd, len(keys))
+			for i, k := range keys {
+				cmds[i] = pipe.Expire(ctx, k, ttl)
+			}
+			if _, err := pipe.Exec(ctx); err != nil {
+				return nil, fmt.Errorf("ssebridge: expire: %w", err)
+			}
+			out := make([]bool, len(keys))
+			for i, cmd := range cmds {
+				out[i] = cmd.Val()
+			}
+			return out, nil
+		}
+	}
+	return func(ctx context.Context, keys []string, ttl time.Duration) ([]bool, error) {
+		out := make([]bool, len(keys))
+		for i, k := range keys {
+			v, err := st.Get(ctx, k)
+			if errors.Is(err, store.ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return nil, fmt.Errorf("ssebridge: expire: %w", err)
+			}
+			if out[i], err = st.SetXX(ctx, k, v, ttl); err != nil {
+				return nil, fmt.Errorf("ssebridge: expire: %w", err)
+			}
+		}
+		return out, nil
+	}
 }
 
 func setDefault[T int | int64 | time.Duration](p *T, def T) {
@@ -295,7 +337,7 @@ func (b *Bridge) setReady(up bool) {
 	}
 }
 
-// heartbeat refreshes the key of every stream this replica holds.
+// heartbeat refreshes the key of every stream this replica holds, in batches.
 func (b *Bridge) heartbeat(ctx context.Context) {
 	b.mu.Lock()
 	list := make([]*stream, 0, len(b.streams))
@@ -303,15 +345,22 @@ func (b *Bridge) heartbeat(ctx context.Context) {
 		list = append(list, s)
 	}
 	b.mu.Unlock()
-	for _, s := range list {
+	const batch = 500
+	for chunk := range slices.Chunk(list, batch) {
 		if ctx.Err() != nil {
 			return
 		}
-		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		ok, err := b.cfg.Store.SetXX(cctx, s.key, s.record, b.keyTTL)
-		if err == nil && !ok && b.holds(s) {
-			// The key vanished (expired during an outage, or Redis restarted): restore it.
-			err = b.cfg.Store.Set(cctx, s.key, s.record, b.keyTTL)
+		keys := make([]string, len(chunk))
+		for i, s := range chunk {
+			keys[i] = s.key
+		}
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		found, err := b.expire(cctx, keys, b.keyTTL)
+		for i := 0; err == nil && i < len(chunk); i++ {
+			if !found[i] && b.holds(chunk[i]) {
+				// The key vanished (expired during an outage, or Redis restarted): restore it.
+				err = b.cfg.Store.Set(cctx, chunk[i].key, chunk[i].record, b.keyTTL)
+			}
 		}
 		cancel()
 		if err != nil {

@@ -678,3 +678,72 @@ func TestKeyRefreshOnBackend401(t *testing.T) {
 		t.Fatalf("backend down: %v", m)
 	}
 }
+
+func TestHeartbeatKeepsAndRestoresKeys(t *testing.T) {
+	e := newEnv(t)
+	a := e.replica(t, "a", func(c *ssebridge.Config) { c.Heartbeat = 100 * time.Millisecond })
+	tok := e.issue(t, "ada", public)
+	c := open(t, a, tok.AccessToken)
+	key := store.Key("sse", strings.TrimPrefix(c.endpoint, "/mcp/message?sessionId="))
+	ttl := func() time.Duration {
+		d, err := e.st.Client().PTTL(t.Context(), key).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	if d := ttl(); d <= 0 || d > 300*time.Millisecond {
+		t.Fatalf("key TTL %v, want three heartbeats", d)
+	}
+	// Many heartbeats later the key is still there (each one extends it).
+	deadline := time.Now().Add(time.Second)
+	for time.Now().Before(deadline) {
+		if ttl() <= 0 {
+			t.Fatal("stream key expired while the stream is open")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Lost (e.g. Redis restarted): the next heartbeat restores it.
+	if err := e.st.Del(t.Context(), key); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "key restored", func() bool { return ttl() > 0 })
+	c.close()
+	waitFor(t, "key deleted", func() bool { return ttl() < 0 })
+}
+
+// TestMemoryStore runs a stream on the in-memory store (one replica, no Redis).
+func TestMemoryStore(t *testing.T) {
+	e := newEnv(t)
+	mem := store.NewMemory()
+	t.Cleanup(func() { _ = mem.Close() })
+	p, err := mcpproxy.New(mcpproxy.Config{PublicURL: public, BackendURL: e.backend.URL, Verifier: e.grants, Keys: e.keys,
+		RateLimit: 10_000, Registerer: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := ssebridge.New(ssebridge.Config{Chain: p, BackendURL: e.backend.URL, Keys: e.keys, Store: mem, ReplicaID: "m",
+		Heartbeat: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { b.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	mux := http.NewServeMux()
+	b.Register(mux)
+	r := &replica{bridge: b, srv: httptest.NewServer(mux)}
+	t.Cleanup(r.srv.Close)
+	waitFor(t, "ready", b.Ready)
+	tok := e.issue(t, "ada", public)
+	c := open(t, r, tok.AccessToken)
+	time.Sleep(100 * time.Millisecond) // a few heartbeats through the generic path
+	mustPost(t, c, r, tok.AccessToken, `{"jsonrpc":"2.0","id":1,"method":"ping"}`)
+	if m := c.nextJSON(); m["id"] != 1.0 || m["result"] == nil {
+		t.Fatalf("answer %v", m)
+	}
+	if _, err := mem.Get(t.Context(), store.Key("sse", strings.TrimPrefix(c.endpoint, "/mcp/message?sessionId="))); err != nil {
+		t.Fatalf("stream key: %v", err)
+	}
+}
