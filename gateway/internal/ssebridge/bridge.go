@@ -203,7 +203,7 @@ func expirer(st store.Store) func(context.Context, []string, time.Duration) ([]b
 			pipe := c.Pipeline()
 			cmds := make([]*redis.BoolCmd, len(keys))
 			for i, k := range keys {
-				cmds[i] = pipe.Expire(ctx, k, ttl)
+				cmds[i] = pipe.PExpire(ctx, k, ttl)
 			}
 			if _, err := pipe.Exec(ctx); err != nil {
 				return nil, fmt.Errorf("ssebridge: expire: %w", err)

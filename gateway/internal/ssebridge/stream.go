@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
@@ -33,6 +34,8 @@ type stream struct {
 	binding string
 	user    string
 	grant   *grants.Grant // the grant that opened the stream (identity for the backend)
+	opened  time.Time
+	reqID   string // request id of the GET that opened it (for the logs)
 
 	ctx    context.Context // ends when the stream closes: cancels backend calls
 	cancel context.CancelFunc
@@ -257,7 +260,7 @@ func (b *Bridge) serveSSE(w http.ResponseWriter, r *http.Request, c *mcpproxy.Ca
 	}
 	g := c.Grant
 	s := &stream{b: b, id: newSessionID(), grant: g, binding: binding(g), user: g.User.ID(),
-		done: make(chan struct{}), ended: make(chan struct{})}
+		opened: time.Now(), reqID: c.RequestID, done: make(chan struct{}), ended: make(chan struct{})}
 	s.key = store.Key("sse", s.id)
 	s.record = encodeRecord(b.cfg.ReplicaID, s.binding)
 	// The stream's context is not the request's: the stream outlives the handler when the
@@ -440,7 +443,11 @@ func (b *Bridge) remove(s *stream) {
 	if err := b.cfg.Store.Del(ctx, s.key); err != nil {
 		b.log.Warn("sse bridge: delete stream key failed (it expires by itself)", "err", err)
 	}
-	b.log.Debug("sse stream closed", "sse_session", hashLabel(s.id), "reason", reason)
+	// The chain's access log line for the GET is written when the stream opens; this one
+	// says how it ended.
+	b.log.LogAttrs(ctx, slog.LevelInfo, "sse stream closed", slog.String("request_id", s.reqID),
+		slog.String("sse_session", hashLabel(s.id)), slog.String("user_oid", s.user), slog.String("reason", reason),
+		slog.Float64("duration_s", time.Since(s.opened).Seconds()), slog.String("replica", b.cfg.ReplicaID))
 	b.handlers.Done()
 }
 
