@@ -144,6 +144,10 @@ func TestSSEGoSDKTools(t *testing.T) {
 	if st := postMessage(t, s.gw.URL+endpoint, s.tok.Access, `{"jsonrpc":"2.0","id":1,`); st != 400 {
 		t.Fatalf("malformed POST: %d, want 400", st)
 	}
+	// The stream opened with the first token takes messages POSTed with the refreshed one.
+	if st := postMessage(t, s.gw.URL+endpoint, next.Access, `{"jsonrpc":"2.0","id":2,"method":"tools/list"}`); st != 202 {
+		t.Fatalf("POST with the refreshed token: %d, want 202", st)
+	}
 	if strings.Contains(s.gw.Output(), s.tok.Access) || strings.Contains(s.gw.Output(), fa.Key) {
 		t.Fatal("the gateway logged a token or the function key")
 	}
