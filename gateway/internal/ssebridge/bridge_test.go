@@ -55,7 +55,7 @@ type backendCall struct {
 	Method, Version, User, Seq string
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	e := &env{redis: redistest.Start(t), block: make(chan struct{})}
 	ctx := t.Context()
@@ -91,7 +91,7 @@ func newEnv(t *testing.T) *env {
 	return e
 }
 
-func (e *env) setKey(t *testing.T, key string) {
+func (e *env) setKey(t testing.TB, key string) {
 	t.Helper()
 	if err := os.WriteFile(e.keyFile, []byte(key+"\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -170,7 +170,7 @@ func (e *env) backendSeen() []backendCall {
 }
 
 // issue creates a grant for user and returns its access and refresh tokens.
-func (e *env) issue(t *testing.T, user, resource string) *grants.TokenSet {
+func (e *env) issue(t testing.TB, user, resource string) *grants.TokenSet {
 	t.Helper()
 	ts, err := e.grants.Issue(t.Context(), grants.Grant{ClientID: "client-1", Resource: resource, Scope: "mcp:tools",
 		User: identity.User{Subject: user, ObjectID: "oid-" + user, Name: user}}, identity.Tokens{AccessToken: "upstream"})
@@ -189,7 +189,7 @@ type replica struct {
 	done   chan struct{}
 }
 
-func (e *env) replica(t *testing.T, id string, tweak func(*ssebridge.Config)) *replica {
+func (e *env) replica(t testing.TB, id string, tweak func(*ssebridge.Config)) *replica {
 	t.Helper()
 	p, err := mcpproxy.New(mcpproxy.Config{PublicURL: public, BackendURL: e.backend.URL, Verifier: e.grants, Keys: e.keys,
 		RateLimit: 10_000, Logger: slog.New(slog.DiscardHandler), Registerer: prometheus.NewRegistry()})
@@ -236,7 +236,7 @@ func (f flushOnly) Write(p []byte) (int, error) { return f.w.Write(p) }
 func (f flushOnly) WriteHeader(code int)        { f.w.WriteHeader(code) }
 func (f flushOnly) Flush()                      { f.w.(http.Flusher).Flush() }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {
@@ -248,7 +248,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 // do sends a request to replica r with the public Host.
-func do(t *testing.T, r *replica, method, path, token, contentType, body string) (*http.Response, string) {
+func do(t testing.TB, r *replica, method, path, token, contentType, body string) (*http.Response, string) {
 	t.Helper()
 	req, err := http.NewRequestWithContext(t.Context(), method, r.srv.URL+path, strings.NewReader(body))
 	if err != nil {
@@ -272,7 +272,7 @@ func do(t *testing.T, r *replica, method, path, token, contentType, body string)
 
 // sseClient reads one stream.
 type sseClient struct {
-	t        *testing.T
+	t        testing.TB
 	resp     *http.Response
 	cancel   context.CancelFunc
 	endpoint string
@@ -281,7 +281,7 @@ type sseClient struct {
 
 type event struct{ name, data string }
 
-func open(t *testing.T, r *replica, token string) *sseClient {
+func open(t testing.TB, r *replica, token string) *sseClient {
 	t.Helper()
 	c, err := tryOpen(t, r, token)
 	if err != nil {
@@ -290,7 +290,7 @@ func open(t *testing.T, r *replica, token string) *sseClient {
 	return c
 }
 
-func tryOpen(t *testing.T, r *replica, token string) (*sseClient, error) {
+func tryOpen(t testing.TB, r *replica, token string) (*sseClient, error) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, r.srv.URL+"/mcp/sse", nil)
@@ -392,7 +392,7 @@ func (c *sseClient) post(r *replica, token, body string) (int, string) {
 	return resp.StatusCode, b
 }
 
-func mustPost(t *testing.T, c *sseClient, r *replica, token, body string) {
+func mustPost(t testing.TB, c *sseClient, r *replica, token, body string) {
 	t.Helper()
 	if st, b := c.post(r, token, body); st != http.StatusAccepted {
 		t.Fatalf("POST %.80s: %d %s", body, st, b)
@@ -747,5 +747,29 @@ func TestMemoryStore(t *testing.T) {
 	}
 	if _, err := mem.Get(t.Context(), store.Key("sse", strings.TrimPrefix(c.endpoint, "/mcp/message?sessionId="))); err != nil {
 		t.Fatalf("stream key: %v", err)
+	}
+}
+
+// BenchmarkRoundTrip measures POST /mcp/message → the answer's event on the stream, with the
+// POST sent to the replica holding the stream and to the other one (Redis pub/sub between
+// them); in-process replicas, real redis-server, a trivial backend.
+func BenchmarkRoundTrip(b *testing.B) {
+	e := newEnv(b)
+	a, other := e.replica(b, "a", nil), e.replica(b, "b", nil)
+	tok := e.issue(b, "ada", public)
+	for _, tc := range []struct {
+		name string
+		post *replica
+	}{{"holder", a}, {"other_replica", other}} {
+		b.Run(tc.name, func(b *testing.B) {
+			c := open(b, a, tok.AccessToken)
+			body := `{"jsonrpc":"2.0","id":1,"method":"ping"}`
+			for b.Loop() {
+				mustPost(b, c, tc.post, tok.AccessToken, body)
+				if ev := c.next(); ev.name != "message" {
+					b.Fatalf("event %+v", ev)
+				}
+			}
+		})
 	}
 }
