@@ -152,7 +152,7 @@ func (b *Bridge) post(ctx context.Context, s *stream, j job, key string) (*http.
 		if v >= "2026-07-28" && j.method != "" && isToken(j.method) {
 			// The 2026-07-28 revision requires the method (and name) as headers.
 			h["Mcp-Method"] = []string{j.method}
-			if j.name != "" && isToken(j.name) && (j.method == "tools/call" || j.method == "prompts/get") {
+			if j.name != "" && isToken(j.name) && (j.method == "tools/call" || j.method == "prompts/get" || j.method == "resources/read") {
 				h["Mcp-Name"] = []string{j.name}
 			}
 		}
