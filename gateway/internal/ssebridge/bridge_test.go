@@ -77,7 +77,7 @@ func newEnv(t testing.TB) *env {
 	e.keyFile = filepath.Join(t.TempDir(), "function-key")
 	e.setKey(t, "key-one")
 	e.key.Store("key-one")
-	e.keys = funckey.New(funckey.File(e.keyFile), funckey.Options{MinRefreshInterval: time.Millisecond})
+	e.keys = funckey.New(funckey.File(e.keyFile), funckey.Options{MinRefreshInterval: time.Nanosecond})
 	e.backend = httptest.NewServer(http.HandlerFunc(e.serveBackend))
 	t.Cleanup(func() {
 		select {
