@@ -773,3 +773,28 @@ func BenchmarkRoundTrip(b *testing.B) {
 		})
 	}
 }
+
+// TestRedisDown: new streams fail closed (503) while Redis is down; open streams are not
+// dropped; once Redis is back (empty: no persistence here) new grants open streams again.
+func TestRedisDown(t *testing.T) {
+	e := newEnv(t)
+	a := e.replica(t, "a", nil)
+	tok := e.issue(t, "ada", public)
+	open(t, a, tok.AccessToken)
+	e.redis.Kill()
+	waitFor(t, "subscription down", func() bool { return !a.bridge.Ready() })
+	if _, err := tryOpen(t, a, tok.AccessToken); err == nil || !strings.Contains(err.Error(), "503") {
+		t.Fatalf("stream with Redis down: %v", err)
+	}
+	e.redis.Restart(t)
+	waitFor(t, "subscription up", a.bridge.Ready)
+	tok = e.issue(t, "ada", public)
+	c := open(t, a, tok.AccessToken)
+	mustPost(t, c, a, tok.AccessToken, `{"jsonrpc":"2.0","id":2,"method":"ping"}`)
+	if m := c.nextJSON(); m["id"] != 2.0 {
+		t.Fatalf("after the outage: %v", m)
+	}
+	if n := a.bridge.OpenStreams(); n != 2 {
+		t.Fatalf("%d open streams, want the one from before the outage and the new one", n)
+	}
+}
