@@ -2,6 +2,7 @@ package ssebridge_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -147,6 +148,9 @@ func (e *env) serveBackend(w http.ResponseWriter, r *http.Request) {
 		}
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = io.WriteString(w, result("unblocked"))
+	case m.Method == "big":
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, result(strings.Repeat("x", 64<<10)))
 	case m.Method == "fail":
 		http.Error(w, "internal detail at 10.0.0.7", http.StatusInternalServerError)
 	case m.Method == "truncated":
@@ -796,5 +800,55 @@ func TestRedisDown(t *testing.T) {
 	}
 	if n := a.bridge.OpenStreams(); n != 2 {
 		t.Fatalf("%d open streams, want the one from before the outage and the new one", n)
+	}
+}
+
+// TestSlowClientDropped: a client that stops reading cannot grow the gateway's memory: its
+// stream is closed (queue bound or write timeout) and everything it held is released.
+func TestSlowClientDropped(t *testing.T) {
+	e := newEnv(t)
+	a := e.replica(t, "a", func(c *ssebridge.Config) {
+		c.MaxQueuedBytes, c.WriteTimeout = 256<<10, 300*time.Millisecond
+	})
+	tok := e.issue(t, "ada", public)
+	// Read the endpoint event, then nothing more.
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, a.srv.URL+"/mcp/sse", nil)
+	req.Host = "mcp.test"
+	req.Header.Set("Authorization", "Bearer "+tok.AccessToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET: %v %v", err, resp)
+	}
+	defer resp.Body.Close()
+	var head []byte
+	for !bytes.HasSuffix(head, []byte("\n\n")) {
+		var b [1]byte
+		if _, err := resp.Body.Read(b[:]); err != nil {
+			t.Fatalf("endpoint event: %v", err)
+		}
+		head = append(head, b[0])
+	}
+	_, endpoint, _ := strings.Cut(strings.TrimSpace(string(head)), "data: ")
+	for i := 0; a.bridge.OpenStreams() == 1 && i < 2000; i++ {
+		resp, _ := do(t, a, http.MethodPost, endpoint, tok.AccessToken, "application/json", `{"jsonrpc":"2.0","id":1,"method":"big"}`)
+		if resp.StatusCode != 202 && resp.StatusCode != 503 && resp.StatusCode != 404 {
+			t.Fatalf("POST: %d", resp.StatusCode)
+		}
+	}
+	waitFor(t, "slow stream closed", func() bool { return a.bridge.OpenStreams() == 0 })
+	mfs, err := a.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reasons []string
+	for _, mf := range mfs {
+		if mf.GetName() == "mcpgate_sse_streams_closed_total" {
+			for _, m := range mf.GetMetric() {
+				reasons = append(reasons, m.GetLabel()[0].GetValue())
+			}
+		}
+	}
+	if len(reasons) != 1 || (reasons[0] != "slow_client" && reasons[0] != "write_failed") {
+		t.Fatalf("closed reasons %v", reasons)
 	}
 }
