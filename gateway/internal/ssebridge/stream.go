@@ -335,11 +335,12 @@ func (b *Bridge) serveSSE(w http.ResponseWriter, r *http.Request, c *mcpproxy.Ca
 // response and released it), then cleans up.
 func (s *stream) own(conn net.Conn) {
 	var buf [1]byte
-	for {
+	// A client does not send on an event stream's connection: a few stray bytes are ignored,
+	// a client that keeps sending is cut off.
+	for stray := 0; stray < 4096; stray++ {
 		if _, err := conn.Read(buf[:]); err != nil {
 			break
 		}
-		// A client does not send on an event stream's connection: ignore stray bytes.
 	}
 	s.close("client_gone")
 	<-s.ended
