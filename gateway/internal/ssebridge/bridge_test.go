@@ -281,6 +281,7 @@ type sseClient struct {
 	cancel   context.CancelFunc
 	endpoint string
 	events   chan event
+	endErr   error // how the stream ended (set before events is closed)
 }
 
 type event struct{ name, data string }
@@ -336,6 +337,7 @@ func (c *sseClient) read() {
 	for {
 		line, err := br.ReadString('\n')
 		if err != nil {
+			c.endErr = err
 			return
 		}
 		line = strings.TrimRight(line, "\r\n")
@@ -850,5 +852,35 @@ func TestSlowClientDropped(t *testing.T) {
 	}
 	if len(reasons) != 1 || (reasons[0] != "slow_client" && reasons[0] != "write_failed") {
 		t.Fatalf("closed reasons %v", reasons)
+	}
+}
+
+// TestShutdownLetsCallsFinish: a call in flight when the replica shuts down is answered on the
+// stream before the stream ends cleanly (the client sees the answer, then the end).
+func TestShutdownLetsCallsFinish(t *testing.T) {
+	e := newEnv(t)
+	a := e.replica(t, "a", func(c *ssebridge.Config) { c.ShutdownGrace = 10 * time.Second })
+	tok := e.issue(t, "ada", public)
+	c := open(t, a, tok.AccessToken)
+	mustPost(t, c, a, tok.AccessToken, `{"jsonrpc":"2.0","id":7,"method":"block"}`)
+	waitFor(t, "call in flight", func() bool { return countMethod(e, "block") == 1 })
+	done := make(chan error, 1)
+	go func() { done <- a.bridge.Shutdown(context.Background()) }()
+	// New messages are refused meanwhile.
+	if st, _ := c.post(a, tok.AccessToken, `{"jsonrpc":"2.0","id":8,"method":"ping"}`); st != 404 {
+		t.Fatalf("POST during shutdown: %d", st)
+	}
+	close(e.block)
+	if m := c.nextJSON(); m["id"] != 7.0 || m["result"] != "unblocked" {
+		t.Fatalf("answer during shutdown: %v", m)
+	}
+	if ev := c.next(); ev.name != "EOF" || c.endErr != io.EOF {
+		t.Fatalf("after the answer: %+v (%v), want the clean end of the stream", ev, c.endErr)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n := a.bridge.OpenStreams(); n != 0 {
+		t.Fatalf("%d streams after Shutdown", n)
 	}
 }
