@@ -69,8 +69,18 @@ type sseStack struct {
 
 func startSSEStack(t *testing.T, backendURL, key string, args ...string) *sseStack {
 	t.Helper()
-	s := &sseStack{redis: harness.StartRedis(t)}
-	s.gw = harness.StartGateway(t, harness.GatewayOptions{BackendURL: backendURL, FunctionKey: key, RedisURL: s.redis.URL(),
+	return startSSEStackWith(t, harness.StartRedis(t), backendURL, key, args...)
+}
+
+// startSSEStackWith is startSSEStack with a given redis-server (nil: the in-memory store).
+func startSSEStackWith(t *testing.T, rds *harness.Redis, backendURL, key string, args ...string) *sseStack {
+	t.Helper()
+	s := &sseStack{redis: rds}
+	url := ""
+	if rds != nil {
+		url = rds.URL()
+	}
+	s.gw = harness.StartGateway(t, harness.GatewayOptions{BackendURL: backendURL, FunctionKey: key, RedisURL: url,
 		Dev: true, Args: args})
 	waitReady(t, s.gw.URL)
 	s.tok = harness.DevLogin(t, s.gw.URL, harness.DevLoginOptions{Name: "Sse Tester"})
@@ -263,9 +273,10 @@ func TestSSEProgress(t *testing.T) {
 	}
 }
 
+// TestSSEInspectorCLI runs on the local default: the in-memory store (no Redis).
 func TestSSEInspectorCLI(t *testing.T) {
 	fa := harness.StartFunctionApp(t, harness.FunctionAppOptions{})
-	s := startSSEStack(t, fa.URL, fa.Key)
+	s := startSSEStackWith(t, nil, fa.URL, fa.Key)
 	run := func(args ...string) string {
 		t.Helper()
 		dir := filepath.Join(harness.NodeModules(t), "@modelcontextprotocol", "inspector-cli", "build")
