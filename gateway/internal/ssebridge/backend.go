@@ -38,7 +38,8 @@ func (b *Bridge) call(s *stream, j job) {
 	b.metrics.backendErrors.WithLabelValues(kind).Inc()
 	if kind == "unreachable" || kind == "status" {
 		b.log.LogAttrs(s.ctx, slog.LevelWarn, "sse bridge: backend request failed",
-			slog.String("sse_session", hashLabel(s.id)), slog.String("mcp_method", trunc(j.method)), slog.String("err", err.Error()))
+			slog.String("request_id", j.reqID), slog.String("sse_session", hashLabel(s.id)),
+			slog.String("mcp_method", trunc(j.method)), slog.String("err", err.Error()))
 	}
 	if j.hasID && !answered {
 		s.send(rpcErrorEvent(j.id, code, msg))
@@ -144,6 +145,9 @@ func (b *Bridge) post(ctx context.Context, s *stream, j job, key string) (*http.
 	b.cfg.Chain.BackendHeaders(h, s.grant, key)
 	h["Content-Type"] = []string{"application/json"}
 	h["Accept"] = []string{"application/json, text/event-stream"}
+	if j.reqID != "" {
+		h["X-Request-Id"] = []string{j.reqID}
+	}
 	// initialize carries the version it asks for in its body (the server may answer with
 	// another); every later message carries the negotiated one.
 	v, _ := s.version.Load().(string)

@@ -53,7 +53,7 @@ type env struct {
 }
 
 type backendCall struct {
-	Method, Version, User, Seq string
+	Method, Version, User, Seq, RequestID string
 }
 
 func newEnv(t testing.TB) *env {
@@ -118,7 +118,7 @@ func (e *env) serveBackend(w http.ResponseWriter, r *http.Request) {
 	version := r.Header.Get("Mcp-Protocol-Version")
 	user := r.Header.Get("X-Mcpgate-User-Id")
 	e.mu.Lock()
-	e.seen = append(e.seen, backendCall{m.Method, version, user, m.Params.Seq})
+	e.seen = append(e.seen, backendCall{m.Method, version, user, m.Params.Seq, r.Header.Get("X-Request-Id")})
 	e.mu.Unlock()
 	result := func(v any) string {
 		b, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": m.ID, "result": v})
@@ -554,6 +554,9 @@ func TestCrossReplica(t *testing.T) {
 	for _, bc := range e.backendSeen() {
 		if bc.Method == "notifications/seq" {
 			seqs = append(seqs, bc.Seq)
+		}
+		if len(bc.RequestID) < 8 {
+			t.Fatalf("backend call %+v without the POST's request id", bc)
 		}
 	}
 	for i, s := range seqs {

@@ -47,16 +47,16 @@ func FuzzParseMessage(f *testing.F) {
 // FuzzDecodeEnvelope: envelopes from other replicas decode to what was encoded, and garbage
 // is refused without panicking.
 func FuzzDecodeEnvelope(f *testing.F) {
-	f.Add([]byte(encodeEnvelope(newSessionID(), strings.Repeat("a", 64), []byte(`{"jsonrpc":"2.0"}`))))
-	f.Add([]byte("sse1\n\n\n"))
+	f.Add([]byte(encodeEnvelope(newSessionID(), strings.Repeat("a", 64), "0123456789abcdef", []byte(`{"jsonrpc":"2.0"}`))))
+	f.Add([]byte("sse1\n\n\n\n"))
 	f.Add([]byte("garbage"))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		id, bind, raw, ok := decodeEnvelope(b)
+		id, bind, reqID, raw, ok := decodeEnvelope(b)
 		if !ok {
 			return
 		}
-		if !validSessionID(id) || len(bind) != 64 || !bytes.Equal(encodeEnvelope(id, bind, raw), b) {
-			t.Fatalf("decode(%q) = %q %q %q", b, id, bind, raw)
+		if !validSessionID(id) || len(bind) != 64 || len(reqID) > 64 || !bytes.Equal(encodeEnvelope(id, bind, reqID, raw), b) {
+			t.Fatalf("decode(%q) = %q %q %q %q", b, id, bind, reqID, raw)
 		}
 	})
 }

@@ -23,6 +23,7 @@ type job struct {
 	method  string
 	name    string // tools/call, resources/read, prompts/get: the tool, resource or prompt
 	version string // initialize: the protocol version the client asked for
+	reqID   string // request id of the POST (sent to the backend as X-Request-Id, logged)
 }
 
 // errBadMessage is a message that is not a JSON-RPC object.
@@ -135,6 +136,7 @@ func (b *Bridge) serveMessage(w http.ResponseWriter, r *http.Request, c *mcpprox
 		return
 	}
 	c.Method, c.Tool = trunc(j.method), trunc(j.name)
+	j.reqID = c.RequestID
 	bind := binding(c.Grant)
 
 	if s := b.lookup(id); s != nil {
@@ -186,7 +188,7 @@ func (b *Bridge) serveMessage(w http.ResponseWriter, r *http.Request, c *mcpprox
 		writeRPCError(w, http.StatusNotFound, codeInvalidRequest, "Session not found")
 		return
 	}
-	n, err := b.publish(ctx, store.Key("sse", "replica", rec.Replica), encodeEnvelope(id, bind, j.raw))
+	n, err := b.publish(ctx, store.Key("sse", "replica", rec.Replica), encodeEnvelope(id, bind, j.reqID, j.raw))
 	if err != nil {
 		c.Outcome = "store_unavailable"
 		b.metrics.rejected.WithLabelValues("store_unavailable").Inc()
@@ -214,7 +216,7 @@ func accepted(w http.ResponseWriter) {
 
 // receive handles a message another replica published for a stream of this one.
 func (b *Bridge) receive(payload []byte) {
-	id, bind, raw, ok := decodeEnvelope(payload)
+	id, bind, reqID, raw, ok := decodeEnvelope(payload)
 	if !ok {
 		b.metrics.rejected.WithLabelValues("bad_envelope").Inc()
 		return
@@ -230,6 +232,7 @@ func (b *Bridge) receive(payload []byte) {
 		b.metrics.rejected.WithLabelValues("bad_envelope").Inc()
 		return
 	}
+	j.reqID = reqID
 	if !s.enqueue(j) {
 		// The POST was already answered 202 by another replica: tell the client here.
 		if j.hasID {
@@ -245,33 +248,39 @@ func (b *Bridge) receive(payload []byte) {
 	b.metrics.messages.WithLabelValues("received").Inc()
 }
 
-// Envelope between replicas: "sse1\n" session "\n" binding "\n" message.
+// Envelope between replicas: "sse1\n" session "\n" binding "\n" request id "\n" message.
 const envelopeMagic = "sse1\n"
 
-func encodeEnvelope(id, bind string, raw []byte) []byte {
-	out := make([]byte, 0, len(envelopeMagic)+len(id)+len(bind)+2+len(raw))
+func encodeEnvelope(id, bind, reqID string, raw []byte) []byte {
+	out := make([]byte, 0, len(envelopeMagic)+len(id)+len(bind)+len(reqID)+3+len(raw))
 	out = append(out, envelopeMagic...)
 	out = append(out, id...)
 	out = append(out, '\n')
 	out = append(out, bind...)
 	out = append(out, '\n')
+	out = append(out, reqID...)
+	out = append(out, '\n')
 	return append(out, raw...)
 }
 
-func decodeEnvelope(p []byte) (id, bind string, raw []byte, ok bool) {
+func decodeEnvelope(p []byte) (id, bind, reqID string, raw []byte, ok bool) {
 	rest, found := bytes.CutPrefix(p, []byte(envelopeMagic))
 	if !found {
-		return "", "", nil, false
+		return "", "", "", nil, false
 	}
 	idb, rest, found := bytes.Cut(rest, []byte{'\n'})
 	if !found || !validSessionID(string(idb)) {
-		return "", "", nil, false
+		return "", "", "", nil, false
 	}
 	bb, rest, found := bytes.Cut(rest, []byte{'\n'})
 	if !found || len(bb) != 64 {
-		return "", "", nil, false
+		return "", "", "", nil, false
 	}
-	return string(idb), string(bb), rest, true
+	rb, rest, found := bytes.Cut(rest, []byte{'\n'})
+	if !found || len(rb) > 64 {
+		return "", "", "", nil, false
+	}
+	return string(idb), string(bb), string(rb), rest, true
 }
 
 var errTooLarge = errors.New("body too large")
