@@ -574,11 +574,35 @@ func TestCrossReplica(t *testing.T) {
 		t.Fatalf("another user via b: %d", st)
 	}
 
-	// The holder goes away without cleaning up (its subscription ends): 404, nothing hangs.
+	// A holder that died without cleaning up (its key is still there, nobody subscribes to
+	// its channel): PUBLISH reaches no one → 404 at once.
+	key := store.Key("sse", strings.TrimPrefix(c.endpoint, "/mcp/message?sessionId="))
+	v, err := e.st.Get(t.Context(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.st.Set(t.Context(), key, []byte(strings.Replace(string(v), `"r":"a"`, `"r":"ghost"`, 1)), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := c.post(b, tok.AccessToken, `{"jsonrpc":"2.0","id":5,"method":"tools/list"}`); st != 404 || counter(t, b, "mcpgate_sse_rejected_total", "holder_gone") != 1 {
+		t.Fatalf("holder gone: %d", st)
+	}
+	if err := e.st.Set(t.Context(), key, v, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	mustPost(t, c, b, tok.AccessToken, `{"jsonrpc":"2.0","id":6,"method":"ping"}`)
+	if m := c.nextJSON(); m["id"] != 6.0 {
+		t.Fatalf("after restoring the key: %v", m)
+	}
+
+	// The holder shuts down: its streams end cleanly, their keys go, POSTs get 404.
 	a.stop()
 	<-a.done
-	if st, _ := c.post(b, tok.AccessToken, `{"jsonrpc":"2.0","id":5,"method":"tools/list"}`); st != 404 {
-		t.Fatalf("holder gone: %d", st)
+	if ev := c.next(); ev.name != "EOF" || c.endErr != io.EOF {
+		t.Fatalf("stream after its replica stopped: %+v %v", ev, c.endErr)
+	}
+	if st, _ := c.post(b, tok.AccessToken, `{"jsonrpc":"2.0","id":7,"method":"tools/list"}`); st != 404 {
+		t.Fatalf("holder stopped: %d", st)
 	}
 }
 
@@ -886,4 +910,26 @@ func TestShutdownLetsCallsFinish(t *testing.T) {
 	if n := a.bridge.OpenStreams(); n != 0 {
 		t.Fatalf("%d streams after Shutdown", n)
 	}
+}
+
+// counter returns the value of the labelled counter name{…=label} of replica r.
+func counter(t *testing.T, r *replica, name, label string) float64 {
+	t.Helper()
+	mfs, err := r.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetValue() == label {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
 }
