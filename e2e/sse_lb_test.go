@@ -138,7 +138,17 @@ func sseHolders(t *testing.T, r *harness.Redis) map[string]int {
 	return holders
 }
 
-func TestSSEReplicasBehindLoadBalancer(t *testing.T) {
+// replicaPair is two gateway replicas (ids a and b) sharing Redis and state behind a
+// round-robin load balancer, in front of two function apps behind another one.
+type replicaPair struct {
+	rds    *harness.Redis
+	public string
+	gw     map[string]*harness.Gateway
+	tok    harness.DevTokens
+}
+
+func startReplicaPair(t *testing.T) *replicaPair {
+	t.Helper()
 	rds := harness.StartRedis(t)
 	snippets := t.TempDir()
 	fa1 := harness.StartFunctionApp(t, harness.FunctionAppOptions{SnippetsDir: snippets})
@@ -158,7 +168,12 @@ func TestSSEReplicasBehindLoadBalancer(t *testing.T) {
 	}
 	startRoundRobin(t, lbAddr, gw["a"].URL, gw["b"].URL)
 	tok := harness.DevLogin(t, public, harness.DevLoginOptions{Name: "Lb Tester", Via: gw["a"].URL})
+	return &replicaPair{rds: rds, public: public, gw: gw, tok: tok}
+}
 
+func TestSSEReplicasBehindLoadBalancer(t *testing.T) {
+	p := startReplicaPair(t)
+	rds, public, gw, tok := p.rds, p.public, p.gw, p.tok
 	ctx := t.Context()
 	const nSSE, nStreamable, callsEach = 6, 2, 40
 	sse := make([]*mcp.ClientSession, nSSE)
@@ -254,5 +269,55 @@ func TestSSEReplicasBehindLoadBalancer(t *testing.T) {
 	}
 	if h := sseHolders(t, rds); h["a"] != 0 {
 		t.Fatalf("replica a left stream keys behind: %v", h)
+	}
+}
+
+// TestSSEReplicaCrash: a replica dies (SIGKILL, no cleanup). Its clients get an error at once
+// and reconnect through the load balancer; a POST for one of its sessions through the other
+// replica finds the key but no subscriber: 404, nothing hangs.
+func TestSSEReplicaCrash(t *testing.T) {
+	p := startReplicaPair(t)
+	ctx := t.Context()
+	var onA *mcp.ClientSession
+	var endpointA string
+	for range 2 { // the LB alternates stream GETs: one lands on a, one on b
+		before := sseHolders(t, p.rds)["a"]
+		cs, err := sseConnect(ctx, t, p.public+"/mcp/sse", p.tok.Access, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sseHolders(t, p.rds)["a"] > before {
+			onA = cs
+		}
+	}
+	if onA == nil {
+		t.Fatal("no session on replica a")
+	}
+	endpointA = openRawStreamOn(t, p.gw["a"].URL, p.public, p.tok.Access)
+	p.gw["a"].Kill()
+
+	cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if _, err := onA.CallTool(cctx, &mcp.CallToolParams{Name: "hello_mcp"}); err == nil || errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("call on a crashed replica's session: %v, want a prompt error", err)
+	}
+	req, _ := http.NewRequestWithContext(cctx, http.MethodPost, p.gw["b"].URL+endpointA, strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"tools/list"}`))
+	req.Host = strings.TrimPrefix(p.public, "http://")
+	req.Header.Set("Authorization", "Bearer "+p.tok.Access)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 404 || sseHolders(t, p.rds)["a"] == 0 {
+		t.Fatalf("POST for a crashed holder's session via b: %d (holders %v), want 404 with the key still there", resp.StatusCode, sseHolders(t, p.rds))
+	}
+	cs, err := sseConnect(ctx, t, p.public+"/mcp/sse", p.tok.Access, nil)
+	if err != nil {
+		t.Fatalf("reconnect: %v", err)
+	}
+	if txt, _ := callTool(t, cs, "hello_mcp", nil); txt != "Hello I am MCPTool!" {
+		t.Fatalf("after reconnect: %q", txt)
 	}
 }

@@ -167,9 +167,19 @@ func TestSSEGoSDKTools(t *testing.T) {
 // stays open until the test ends.
 func openRawStream(t *testing.T, base, token string) string {
 	t.Helper()
+	return openRawStreamOn(t, base, "", token)
+}
+
+// openRawStreamOn is openRawStream with the public URL's Host (one replica addressed
+// directly); public "" means base's own.
+func openRawStreamOn(t *testing.T, base, public, token string) string {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/mcp/sse", nil)
+	if public != "" {
+		req.Host = strings.TrimPrefix(public, "http://")
+	}
 	req.Header.Set("Authorization", "Bearer "+token)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
