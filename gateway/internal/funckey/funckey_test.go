@@ -207,3 +207,23 @@ func FuzzParseKey(f *testing.F) {
 		}
 	})
 }
+
+func TestStartLoadDoesNotDelayDemandRefresh(t *testing.T) {
+	src := &countingSource{value: "k1"}
+	k := New(src, Options{MinRefreshInterval: time.Hour, PollInterval: -1})
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { k.Run(ctx); close(done) }()
+	for !k.Loaded() {
+		time.Sleep(time.Millisecond)
+	}
+	src.set("k2", nil)
+	if err := k.Refresh(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := k.Current(t.Context()); got != "k2" {
+		t.Fatalf("the start-up load delayed the first on-demand refresh: %q", got)
+	}
+	cancel()
+	<-done
+}

@@ -165,7 +165,7 @@ func (k *Keys) refresh(ctx context.Context, trigger string, force bool) error {
 
 	k.mu.Lock()
 	k.flight = nil
-	if trigger != "poll" {
+	if trigger == "demand" || trigger == "lazy" { // periodic loads never delay a demand
 		k.last = time.Now()
 	}
 	k.mu.Unlock()
