@@ -2,11 +2,13 @@ package mcpproxy
 
 import (
 	"bytes"
+	"encoding/json"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 // sseEvents parses an SSE stream into its dispatched events (field lines joined), ignoring
@@ -59,6 +61,9 @@ func FuzzMCPMethod(f *testing.F) {
 	f.Add([]byte(callBody), "")
 	f.Add([]byte(`[{"method":"x"}]`), "")
 	f.Add([]byte(`{"method":1}`), "tools/call")
+	f.Add([]byte(`{"jsonrpc":"2.0","method":"resources/read","params":{"uri":"test://a\u00e9","x":[1,{"name":2}]},"id":"\ud83d\ude00"}`), "")
+	f.Add([]byte(`{"params":{"name":"a","arguments":{"name":"b"}},"method":"tools/call","method":"x"}`), "")
+	f.Add([]byte(`{"par\u0061ms":{"n\u0061me":"esc"},"method":null}`), "")
 	f.Fuzz(func(t *testing.T, body []byte, hdr string) {
 		h := http.Header{}
 		if hdr != "" {
@@ -67,6 +72,28 @@ func FuzzMCPMethod(f *testing.F) {
 		m, n := mcpMethod(h, body)
 		if len(m) > maxLogName || len(n) > maxLogName {
 			t.Fatalf("unbounded log fields %d %d", len(m), len(n))
+		}
+		if hdr != "" || !utf8.Valid(body) {
+			return
+		}
+		// Differential: whenever encoding/json decodes the body, the scanner agrees.
+		var msg struct {
+			Method string `json:"method"`
+			Params struct {
+				Name string `json:"name"`
+				URI  string `json:"uri"`
+			} `json:"params"`
+		}
+		trimmed := bytes.TrimLeft(body, " \t\r\n")
+		if len(trimmed) == 0 || trimmed[0] != '{' || json.Unmarshal(body, &msg) != nil {
+			return
+		}
+		wantName := msg.Params.Name
+		if wantName == "" {
+			wantName = msg.Params.URI
+		}
+		if m != trunc(msg.Method) || n != trunc(wantName) {
+			t.Fatalf("body %q: scanner (%q, %q), encoding/json (%q, %q)", body, m, n, msg.Method, wantName)
 		}
 	})
 }
@@ -125,5 +152,16 @@ func TestKeepAliveBodyPreservesStream(t *testing.T) {
 	}
 	if a, b := sseEvents(got), sseEvents(want); strings.Join(a, "\x00") != strings.Join(b, "\x00") {
 		t.Fatalf("events %q, want %q (stream %q)", a, b, got)
+	}
+}
+
+// BenchmarkMCPMethod is the access log's per-call cost of naming the method and tool.
+func BenchmarkMCPMethod(b *testing.B) {
+	body := []byte(`{"jsonrpc":"2.0","id":42,"method":"tools/call","params":{"name":"save_snippet","arguments":{"snippetname":"x","snippet":"` + strings.Repeat("a", 512) + `"}}}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		if m, n := mcpMethod(http.Header{}, body); m != "tools/call" || n != "save_snippet" {
+			b.Fatal(m, n)
+		}
 	}
 }

@@ -65,7 +65,7 @@ func newRealStack(t *testing.T) *realStack {
 	s.keyFile = filepath.Join(t.TempDir(), "function-key")
 	writeKey(t, s.keyFile, "key-one")
 	s.accepted.Store("key-one")
-	s.keys = funckey.New(funckey.File(s.keyFile), funckey.Options{MinRefreshInterval: time.Millisecond})
+	s.keys = funckey.New(funckey.File(s.keyFile), funckey.Options{MinRefreshInterval: time.Nanosecond})
 	s.backend = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("X-Functions-Key") != s.accepted.Load().(string) {
 			w.WriteHeader(http.StatusUnauthorized) // as the Functions host: 401, empty body
