@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -137,3 +138,35 @@ func TestOTelExportsTraces(t *testing.T) {
 		t.Fatalf("traceparent forwarded %d times, trace exports %d", traceparent.Load(), traces.Load())
 	}
 }
+
+func TestBufferedWriter(t *testing.T) {
+	var mu sync.Mutex
+	var out bytes.Buffer
+	w := NewBufferedWriter(writerFunc(func(p []byte) (int, error) { mu.Lock(); defer mu.Unlock(); return out.Write(p) }), time.Hour)
+	log := NewLogger(w, slog.LevelInfo)
+	log.Info("one")
+	mu.Lock()
+	if out.Len() != 0 {
+		t.Fatal("written before a flush")
+	}
+	mu.Unlock()
+	for range 1000 { // more than 32 KiB: flushed on the way
+		log.Info("line", "pad", strings.Repeat("x", 40))
+	}
+	mu.Lock()
+	if out.Len() == 0 {
+		t.Fatal("nothing flushed after 32 KiB")
+	}
+	mu.Unlock()
+	log.Info("last")
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if s := out.String(); !strings.HasPrefix(s, `{"time"`) || !strings.Contains(s, `"msg":"last"`) || strings.Count(s, "\n") != 1002 {
+		t.Fatalf("output: %d lines", strings.Count(s, "\n"))
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
