@@ -89,9 +89,11 @@ func TestMCPProxyConformanceTransparency(t *testing.T) {
 			for sc, d := range direct {
 				g, ok := through[sc]
 				if ok && g != d && expected[mode+" "+sc] == "" {
-					// A scenario that stalled once is run again on its own (see the report:
-					// rare 60 s stalls of one scenario in a full run, under investigation);
-					// a deterministic difference fails both times.
+					// About one full run in two, one random scenario stalls for 60 s and fails
+					// behind any two proxy hops, including two plain httputil.ReverseProxy hops
+					// with no mcpgate code (checked): a timing race between go-sdk's stateful
+					// server and the TypeScript client, not a proxy bug. Such a scenario is run
+					// again on its own; a deterministic difference fails both times.
 					if again := runConformance(t, fwd, "--scenario", sc)[sc]; again == d {
 						t.Logf("FLAKY %s %s: %s in the full run, %s when run again", mode, sc, g, again)
 						g = again
