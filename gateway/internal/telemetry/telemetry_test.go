@@ -170,3 +170,16 @@ func TestBufferedWriter(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+func FuzzValidRequestID(f *testing.F) {
+	f.Add("abcdefgh-1234")
+	f.Add("bad id\n")
+	f.Fuzz(func(t *testing.T, id string) {
+		if !ValidRequestID(id) {
+			return
+		}
+		if len(id) < 8 || len(id) > 64 || strings.ContainsAny(id, " \r\n\t\"\\") {
+			t.Fatalf("accepted %q", id)
+		}
+	})
+}
