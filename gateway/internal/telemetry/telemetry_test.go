@@ -69,6 +69,7 @@ func TestHTTPMetricsAndStatusWriter(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
+	srv.Close() // waits for the handler (and so the observation) to finish
 	if got := testutil.ToFloat64(m.requests.WithLabelValues("/mcp", "POST", "202")); got != 1 {
 		t.Fatalf("requests{202} = %v", got)
 	}
