@@ -375,8 +375,17 @@ func TestBackendHeaders(t *testing.T) {
 	if body != callBody {
 		t.Errorf("backend body = %q", body)
 	}
-	if !strings.Contains(e.logText(), `"mcp_method":"tools/call","mcp_name":"hello_mcp"`) {
-		t.Errorf("access log: %s", e.logText())
+	// The access-log line is written after the response is sent: wait for it.
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(e.logText(), `"mcp_method":"tools/call","mcp_name":"hello_mcp"`); {
+		if time.Now().After(deadline) {
+			t.Fatalf("access log: %s", e.logText())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	for _, secret := range []string{secretKey, goodToken, "a=b"} {
+		if strings.Contains(e.logText(), secret) {
+			t.Fatalf("access log holds %q: %s", secret, e.logText())
+		}
 	}
 }
 
