@@ -299,7 +299,7 @@ func newGateway(ctx context.Context, cfg *config.Serve, logger *slog.Logger) (gw
 		PublicURL: cfg.Origin(), AllowedOrigins: config.List(cfg.AllowedOrigins), BackendURL: cfg.BackendURL,
 		Verifier: g.grants, Keys: g.keys, RateLimit: rate.Limit(cfg.RateLimitRPS), RateBurst: cfg.RateLimitBurst,
 		MaxBodyBytes: cfg.MaxBodyBytes, Logger: logger, Registerer: reg, HTTPMetrics: httpMetrics,
-		ReplicaID: replicaID, Transport: g.otel.Transport(mcpproxy.NewTransport(30 * time.Second)),
+		ReplicaID: replicaID, Transport: g.otel.Transport(mcpproxy.NewTransport(mcpproxy.DefaultBackendHeaderTimeout)),
 	}); err != nil {
 		return nil, fmt.Errorf("MCP proxy: %w", err)
 	}
