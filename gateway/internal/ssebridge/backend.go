@@ -169,6 +169,9 @@ func (b *Bridge) post(ctx context.Context, s *stream, j job, key string) (*http.
 // client's next request (sent once it reads this answer) carries it.
 func (b *Bridge) deliver(s *stream, j job, data []byte) bool {
 	data = bytes.TrimSpace(data)
+	if len(data) == 0 {
+		return false // a blank event carries no message: nothing to write
+	}
 	isResp := false
 	if j.hasID {
 		var m struct {
