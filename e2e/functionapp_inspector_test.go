@@ -19,10 +19,21 @@ import (
 // the working directory).
 func inspector(t *testing.T, url, key string, args ...string) (string, error) {
 	t.Helper()
+	return inspectorHeader(t, url, "x-functions-key: "+key, args...)
+}
+
+// inspectorHeader runs the inspector CLI over Streamable HTTP against url with one request
+// header ("Name: Value"; none when empty). It returns stdout, or stdout and stderr on failure.
+func inspectorHeader(t *testing.T, url, header string, args ...string) (string, error) {
+	t.Helper()
 	dir := filepath.Join(harness.NodeModules(t), "@modelcontextprotocol", "inspector-cli", "build")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	full := append([]string{"index.js", url, "--transport", "http", "--header", "x-functions-key: " + key}, args...)
+	full := []string{"index.js", url, "--transport", "http"}
+	if header != "" {
+		full = append(full, "--header", header)
+	}
+	full = append(full, args...)
 	cmd := exec.CommandContext(ctx, harness.Node20(t), full...)
 	cmd.Dir = dir
 	var stdout, stderr strings.Builder

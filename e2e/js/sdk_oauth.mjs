@@ -6,28 +6,12 @@
 import { auth } from '@modelcontextprotocol/sdk/client/auth.js';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { cookieFetch } from './cookies.mjs';
 
 const [serverUrl, user, redirectUrl] = process.argv.slice(2);
 const origin = new URL(serverUrl).origin;
 
-// Cookie jars per origin (cookies ignore ports in browsers, but keeping them apart is enough
-// here and never leaks ours to the IdP).
-const jars = new Map();
-function jar(u) { const o = new URL(u).origin; if (!jars.has(o)) jars.set(o, new Map()); return jars.get(o); }
-async function go(u, init = {}) {
-  const j = jar(u);
-  const headers = { ...(init.headers || {}) };
-  if (j.size) headers.cookie = [...j].map(([k, v]) => `${k}=${v}`).join('; ');
-  const r = await fetch(u, { ...init, headers, redirect: 'manual' });
-  for (const sc of r.headers.getSetCookie()) {
-    const [pair, ...attrs] = sc.split(';');
-    const i = pair.indexOf('=');
-    const name = pair.slice(0, i).trim(), value = pair.slice(i + 1).trim();
-    const expired = attrs.some(a => /^\s*max-age=\s*(0|-)/i.test(a));
-    if (expired) j.delete(name); else j.set(name, value);
-  }
-  return r;
-}
+const go = cookieFetch();
 const abs = (base, loc) => new URL(loc, base).toString();
 
 const steps = [];
