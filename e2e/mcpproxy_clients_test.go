@@ -57,11 +57,7 @@ func TestMCPProxyClients(t *testing.T) {
 			Flow    []string
 			Tools   []string
 			Content string
-			Calls   map[string]struct {
-				Text       string
-				IsError    bool
-				Structured json.RawMessage
-			}
+			Calls   map[string]tsToolAnswer
 		}
 		b, _ := json.Marshal(out)
 		if err := json.Unmarshal(b, &res); err != nil || !res.OK {
@@ -77,26 +73,26 @@ func TestMCPProxyClients(t *testing.T) {
 		}
 		c := res.Calls
 		if r := c["hello"]; r.IsError || r.Text != "Hello I am MCPTool!" {
-			t.Errorf("hello_mcp = %+v", r)
+			t.Errorf("hello_mcp = %v", r)
 		}
 		if r := c["save"]; r.IsError || !strings.Contains(r.Text, "'"+name+"' saved") {
-			t.Errorf("save_snippet = %+v", r)
+			t.Errorf("save_snippet = %v", r)
 		}
 		if r := c["get"]; r.IsError || r.Text != res.Content || !strings.Contains(r.Text, "✓") {
-			t.Errorf("get_snippet = %+v, want %q", r, res.Content)
+			t.Errorf("get_snippet = %v, want %q", r, res.Content)
 		}
 		var listed struct{ Snippets []string }
 		if r := c["list"]; r.IsError || json.Unmarshal(r.Structured, &listed) != nil || !slices.Contains(listed.Snippets, name) {
-			t.Errorf("list_snippets = %+v, want it to hold %q", r, name)
+			t.Errorf("list_snippets = %v, want it to hold %q", r, name)
 		}
 		if r := c["delete"]; r.IsError || !strings.Contains(r.Text, "deleted") {
-			t.Errorf("delete_snippet = %+v", r)
+			t.Errorf("delete_snippet = %v", r)
 		}
 		if r := c["getAfterDelete"]; !r.IsError || !strings.Contains(r.Text, "snippet '"+name+"' not found") {
-			t.Errorf("get_snippet after delete = %+v, want a not-found tool error", r)
+			t.Errorf("get_snippet after delete = %v, want a not-found tool error", r)
 		}
 		if r := c["badName"]; !r.IsError || !strings.Contains(r.Text, "invalid snippet name") {
-			t.Errorf("save_snippet with a bad name = %+v, want a validation tool error", r)
+			t.Errorf("save_snippet with a bad name = %v, want a validation tool error", r)
 		}
 	})
 
@@ -140,6 +136,17 @@ func TestMCPProxyClients(t *testing.T) {
 			t.Fatal("the gateway logged the access token")
 		}
 	})
+}
+
+// tsToolAnswer is one tool answer as sdk_tools.mjs reports it.
+type tsToolAnswer struct {
+	Text       string
+	IsError    bool
+	Structured json.RawMessage
+}
+
+func (a tsToolAnswer) String() string {
+	return fmt.Sprintf("%q isError=%v structured=%s", a.Text, a.IsError, a.Structured)
 }
 
 // goSDKOAuthSession connects the go-sdk client to the stack's /mcp with its authorization-code

@@ -51,6 +51,7 @@ const provider = {
       loc = new URL(next, u).toString();
     }
     const cb = new URL(loc);
+    if (cb.searchParams.has('error')) throw new Error(`authorization refused: ${cb.searchParams.get('error')}`);
     if (cb.searchParams.get('state') !== this.st) throw new Error('state mismatch');
     this.code = cb.searchParams.get('code');
   },
