@@ -12,14 +12,7 @@ import (
 // handleRegister serves POST /register (RFC 7591): rate limited per IP, JSON bodies of at most
 // clients.MaxRegistrationBody bytes, validation by the registry.
 func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
-	cors(w, "POST, OPTIONS")
-	switch r.Method {
-	case http.MethodPost:
-	case http.MethodOptions:
-		w.WriteHeader(http.StatusNoContent)
-		return
-	default:
-		methodNotAllowed(w, "POST, OPTIONS")
+	if !corsPost(w, r) {
 		return
 	}
 	if !s.allow(w, r, "register", s.limits.Register, false) {

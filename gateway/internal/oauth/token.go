@@ -134,14 +134,7 @@ func (s *Server) authenticateClient(ctx context.Context, r *http.Request, f url.
 
 // handleToken serves POST /token.
 func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
-	cors(w, "POST, OPTIONS")
-	switch r.Method {
-	case http.MethodPost:
-	case http.MethodOptions:
-		w.WriteHeader(http.StatusNoContent)
-		return
-	default:
-		methodNotAllowed(w, "POST, OPTIONS")
+	if !corsPost(w, r) {
 		return
 	}
 	if !s.allow(w, r, "token", s.limits.Token, false) {
@@ -357,14 +350,7 @@ func (s *Server) tokenResponse(client *clients.Client, ts *grants.TokenSet) *tok
 // handleRevoke serves POST /revoke (RFC 7009): after client authentication, the grant behind
 // the token is revoked; unknown tokens get 200 too.
 func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request) {
-	cors(w, "POST, OPTIONS")
-	switch r.Method {
-	case http.MethodPost:
-	case http.MethodOptions:
-		w.WriteHeader(http.StatusNoContent)
-		return
-	default:
-		methodNotAllowed(w, "POST, OPTIONS")
+	if !corsPost(w, r) {
 		return
 	}
 	if !s.allow(w, r, "token", s.limits.Token, false) {

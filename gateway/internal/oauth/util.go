@@ -131,3 +131,19 @@ func methodNotAllowed(w http.ResponseWriter, allow string) {
 	w.Header().Set("Allow", allow)
 	writeOAuthError(w, http.StatusMethodNotAllowed, "invalid_request", "method not allowed; use "+allow)
 }
+
+// corsPost answers CORS and method checks for a browser-callable POST endpoint: it sets the
+// CORS headers, answers a preflight OPTIONS with 204 and any other method but POST with 405.
+// It reports whether the caller should go on serving the POST.
+func corsPost(w http.ResponseWriter, r *http.Request) bool {
+	cors(w, "POST, OPTIONS")
+	switch r.Method {
+	case http.MethodPost:
+		return true
+	case http.MethodOptions:
+		w.WriteHeader(http.StatusNoContent)
+	default:
+		methodNotAllowed(w, "POST, OPTIONS")
+	}
+	return false
+}
