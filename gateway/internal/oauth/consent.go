@@ -49,27 +49,21 @@ var scopeDescriptions = map[string]string{
 
 // consentPage renders the consent page of a pending authorization.
 func (s *Server) consentPage(w http.ResponseWriter, r *http.Request) {
-	ctx := r.Context()
 	q, err := url.ParseQuery(r.URL.RawQuery)
 	id := q.Get("request")
 	if err != nil || len(q["request"]) != 1 || id == "" {
 		s.consentError(w, r, http.StatusBadRequest, "Invalid request", "This consent page needs the link your application opened. Return to the application and connect again.")
 		return
 	}
-	var p pendingAuth
-	if err := s.getRecord(ctx, kindPending, id, false, &p); err != nil {
-		if errors.Is(err, errRecordNotFound) {
-			s.consentError(w, r, http.StatusBadRequest, "Request expired", "This authorization request has expired or was already answered. Return to the application and connect again.")
-			return
-		}
-		s.storeFailure(w, r, "consent", err)
+	p, ok := s.loadPending(w, r, id, false)
+	if !ok {
 		return
 	}
-	if !s.checkBinding(r, &p) {
+	if !s.checkBinding(r, p) {
 		s.consentError(w, r, http.StatusForbidden, "Request started elsewhere", "This authorization request was started in another browser (or your browser blocked its cookie). Return to the application and connect again from this browser.")
 		return
 	}
-	client, ok := s.pendingClient(w, r, &p)
+	client, ok := s.pendingClient(w, r, p)
 	if !ok {
 		return
 	}
@@ -139,20 +133,15 @@ func (s *Server) consentDecision(w http.ResponseWriter, r *http.Request) {
 		s.consentError(w, r, http.StatusBadRequest, "Invalid request", "Choose Allow or Deny.")
 		return
 	}
-	var p pendingAuth
-	if err := s.getRecord(ctx, kindPending, id, true, &p); err != nil {
-		if errors.Is(err, errRecordNotFound) {
-			s.consentError(w, r, http.StatusBadRequest, "Request expired", "This authorization request has expired or was already answered. Return to the application and connect again.")
-			return
-		}
-		s.storeFailure(w, r, "consent", err)
+	p, ok := s.loadPending(w, r, id, true)
+	if !ok {
 		return
 	}
-	if !s.checkBinding(r, &p) {
+	if !s.checkBinding(r, p) {
 		s.consentReject(w, r, "flow cookie missing or wrong")
 		return
 	}
-	if _, ok := s.pendingClient(w, r, &p); !ok {
+	if _, ok := s.pendingClient(w, r, p); !ok {
 		return
 	}
 	if action == "deny" {
@@ -173,7 +162,7 @@ func (s *Server) consentDecision(w http.ResponseWriter, r *http.Request) {
 	http.SetCookie(w, s.cookies.cookie(s.cookies.consent(), encodeConsent(ring, entries), s.consentTTL))
 	s.m.event("consent", "allow")
 	s.log.InfoContext(ctx, "consent given", "client_id", clip(p.ClientID))
-	s.startUpstream(w, r, p, http.StatusSeeOther)
+	s.startUpstream(w, r, *p, http.StatusSeeOther)
 }
 
 // pendingClient re-checks that the pending authorization's client still exists and still
@@ -283,4 +272,19 @@ func hostOf(raw string) string {
 		return "an unknown address"
 	}
 	return u.Host
+}
+
+// loadPending reads the pending authorization id (taking it when take is true) and answers
+// the error page itself when it has expired or the store fails.
+func (s *Server) loadPending(w http.ResponseWriter, r *http.Request, id string, take bool) (*pendingAuth, bool) {
+	var p pendingAuth
+	if err := s.getRecord(r.Context(), kindPending, id, take, &p); err != nil {
+		if errors.Is(err, errRecordNotFound) {
+			s.consentError(w, r, http.StatusBadRequest, "Request expired", "This authorization request has expired or was already answered. Return to the application and connect again.")
+			return nil, false
+		}
+		s.storeFailure(w, r, "consent", err)
+		return nil, false
+	}
+	return &p, true
 }
