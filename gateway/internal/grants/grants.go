@@ -25,6 +25,7 @@ import (
 	"github.com/mcpgate/mcpgate/gateway/internal/identity"
 	"github.com/mcpgate/mcpgate/gateway/internal/session"
 	"github.com/mcpgate/mcpgate/gateway/internal/store"
+	"golang.org/x/sync/singleflight"
 )
 
 // Errors returned by the Manager. Other errors wrap one of these or, for Refresh, the
@@ -149,6 +150,12 @@ type record struct {
 	LastAt  time.Time `json:"last_at,omitzero"`
 }
 
+// fetchedRecord is the result of one shared read of a grant record.
+type fetchedRecord struct {
+	rec *record
+	at  time.Time
+}
+
 type cacheEntry struct {
 	rec *record
 	kc  [16]byte
@@ -165,6 +172,10 @@ type Manager struct {
 	cacheTTL time.Duration
 	log      *slog.Logger
 	now      func() time.Time
+
+	// flight merges concurrent cache misses for the same grant into one Redis read (a burst
+	// of calls on one session after its cache entry expires would otherwise each GET it).
+	flight singleflight.Group
 
 	mu    sync.RWMutex
 	cache map[string]cacheEntry
@@ -635,8 +646,16 @@ func (m *Manager) lookup(ctx context.Context, id []byte) (*record, [16]byte, err
 		}
 	}
 	m.mu.RUnlock()
-	fetched := time.Now()
-	rec, err := m.load(ctx, string(id))
+	// The flight key carries the cache epoch: a lookup that starts after an invalidation
+	// never shares a read that started before it.
+	v, err, _ := m.flight.Do(string(id)+"\x00"+strconv.FormatUint(epoch, 10), func() (any, error) {
+		fetched := time.Now()
+		// Not bound to the first caller's cancellation: the others share this read.
+		rec, err := m.load(context.WithoutCancel(ctx), string(id))
+		return fetchedRecord{rec: rec, at: fetched}, err
+	})
+	f, _ := v.(fetchedRecord)
+	rec, fetched := f.rec, f.at
 	if err != nil {
 		if errors.Is(err, ErrUnavailable) {
 			return nil, kc, err

@@ -656,3 +656,106 @@ func TestNoRingFailsClosed(t *testing.T) {
 		t.Errorf("RevokeToken: %v", err)
 	}
 }
+
+// gatedStore, while gated, counts grant reads and holds each one until the gate opens.
+type gatedStore struct {
+	store.Store
+	gate    atomic.Pointer[chan struct{}]
+	reads   atomic.Int32
+	entered chan struct{}
+}
+
+func newGatedStore() *gatedStore {
+	return &gatedStore{Store: store.NewMemory(), entered: make(chan struct{}, 64)}
+}
+
+// close starts holding grant reads; the returned function lets them (and later ones) through.
+func (g *gatedStore) close() (open func()) {
+	ch := make(chan struct{})
+	g.gate.Store(&ch)
+	return func() { g.gate.Store(nil); close(ch) }
+}
+
+func (g *gatedStore) Get(ctx context.Context, key string) ([]byte, error) {
+	if ch := g.gate.Load(); ch != nil && strings.Contains(key, "grant") {
+		g.reads.Add(1)
+		g.entered <- struct{}{}
+		<-*ch
+	}
+	return g.Store.Get(ctx, key)
+}
+
+// TestConcurrentMissesShareOneRead: a burst of calls on one session whose cache entry has
+// expired reads the grant from the store once, not once per call.
+func TestConcurrentMissesShareOneRead(t *testing.T) {
+	gs := newGatedStore()
+	m := start(t, gs, newKeeper(t), grants.Options{})
+	ts := issue(t, m, mcpRes)
+	m.SetCacheTTL(time.Nanosecond) // every Verify misses the cache
+	open := gs.close()
+	const n = 32
+	errs := make(chan error, n)
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			_, err := m.Verify(t.Context(), ts.AccessToken, mcpRes)
+			errs <- err
+		})
+	}
+	<-gs.entered                       // the first read is in flight...
+	time.Sleep(100 * time.Millisecond) // ...and the other callers have joined it
+	open()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatalf("Verify: %v", err)
+		}
+	}
+	if got := gs.reads.Load(); got != 1 {
+		t.Fatalf("%d concurrent cache misses made %d store reads, want 1", n, got)
+	}
+}
+
+// TestSharedReadNotReusedAfterRevoke: a lookup that starts after a revocation reached this
+// replica does not join a read that started before it (that read may see the grant).
+func TestSharedReadNotReusedAfterRevoke(t *testing.T) {
+	gs := newGatedStore()
+	m := start(t, gs, newKeeper(t), grants.Options{})
+	ts := issue(t, m, mcpRes)
+	g, err := m.Verify(t.Context(), ts.AccessToken, mcpRes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.SetCacheTTL(time.Nanosecond)
+	open := gs.close()
+	defer func() {
+		if gs.gate.Load() != nil {
+			open()
+		}
+	}()
+	before := make(chan error, 1)
+	go func() { _, err := m.Verify(t.Context(), ts.AccessToken, mcpRes); before <- err }()
+	<-gs.entered // a read of the (still existing) grant is in flight
+	// Another replica (sharing the store, not the gate) revokes the grant; its message
+	// reaches this replica's subscription.
+	other := start(t, gs.Store, newKeeper(t), grants.Options{})
+	if err := other.Revoke(t.Context(), g.ID); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond) // the revocation message's delivery
+	after := make(chan error, 1)
+	go func() { _, err := m.Verify(t.Context(), ts.AccessToken, mcpRes); after <- err }()
+	select {
+	case <-gs.entered: // the later lookup made its own read
+	case err := <-after:
+		t.Fatalf("a lookup after the revocation joined the read started before it: %v", err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("the lookup after the revocation made no read")
+	}
+	open()
+	if err := <-after; err != grants.ErrInvalidToken {
+		t.Fatalf("Verify after revocation: %v, want ErrInvalidToken", err)
+	}
+	<-before
+}
