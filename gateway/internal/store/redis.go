@@ -32,6 +32,9 @@ type RedisOptions struct {
 	NoPing bool
 }
 
+// RedisBufferSize is the read and write buffer size of each Redis connection.
+const RedisBufferSize = 8 << 10
+
 // Redis is the Store backed by a Redis server (go-redis v9).
 type Redis struct {
 	client *redis.Client
@@ -50,6 +53,12 @@ func NewRedis(ctx context.Context, opts RedisOptions) (*Redis, error) {
 		o.Username, o.Password = "", ""
 		o.StreamingCredentialsProvider = opts.StreamingCredentialsProvider
 	}
+	// The gateway's values are small (the largest, a grant record with its sealed upstream
+	// tokens, is a few KiB), so go-redis's defaults — 32 KiB per direction per connection and
+	// 128 KiB on pipeline connections — would hold over 1 MiB for an ordinary pool, for
+	// nothing. Larger replies still work: they take more than one read.
+	o.ReadBufferSize, o.WriteBufferSize = RedisBufferSize, RedisBufferSize
+	o.PipelineReadBufferSize, o.PipelineWriteBufferSize = RedisBufferSize, RedisBufferSize
 	if opts.Configure != nil {
 		opts.Configure(o)
 	}

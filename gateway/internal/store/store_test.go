@@ -1,6 +1,7 @@
 package store_test
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"slices"
@@ -45,6 +46,21 @@ func TestStore(t *testing.T) {
 			name string
 			run  func(t *testing.T)
 		}{
+			{"values larger than a connection buffer", func(t *testing.T) {
+				big := make([]byte, 20*store.RedisBufferSize+123)
+				for i := range big {
+					big[i] = byte(i*7 + i>>9)
+				}
+				must(t, st.Set(ctx, k("big"), big, time.Minute))
+				got, err := st.Get(ctx, k("big"))
+				if err != nil || !bytes.Equal(got, big) {
+					t.Fatalf("Get of a %d-byte value: %d bytes, %v", len(big), len(got), err)
+				}
+				got, err = st.GetDel(ctx, k("big"))
+				if err != nil || !bytes.Equal(got, big) {
+					t.Fatalf("GetDel of a %d-byte value: %d bytes, %v", len(big), len(got), err)
+				}
+			}},
 			{"get missing", func(t *testing.T) {
 				if _, err := st.Get(ctx, k("missing")); !errors.Is(err, store.ErrNotFound) {
 					t.Fatalf("Get missing: %v, want ErrNotFound", err)
