@@ -62,7 +62,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
 		return fmt.Errorf("--log-level %q: want debug, info, warn or error", cfg.LogLevel)
 	}
-	logger := telemetry.NewLogger(stderr, level)
+	logger, closeLog := telemetry.NewBufferedLogger(stderr, level, cfg.LogFlushInterval)
+	defer func() { _ = closeLog() }() // after the gateway has shut down: its last lines too
 	gw, err := newGateway(ctx, &cfg, logger)
 	if err != nil {
 		return err

@@ -61,6 +61,9 @@ type Serve struct {
 	TrustedProxies  int
 	ReplicaID       string
 	LogLevel        string
+	// LogFlushInterval bounds how long an info or debug log line (the access log) may wait in
+	// memory before it is written; 0 writes every line at once.
+	LogFlushInterval time.Duration
 }
 
 // Setting is one row of the configuration table.
@@ -131,6 +134,7 @@ func (c *Serve) Settings() []Setting {
 		{"trusted-proxies", "MCPGATE_TRUSTED_PROXIES", "0", "reverse proxies in front of the gateway that append to X-Forwarded-For (1 behind Container Apps ingress); used for per-IP rate limits", integer(&c.TrustedProxies)},
 		{"replica-id", "MCPGATE_REPLICA_ID", "", "this replica's id (default: hostname + random suffix)", str(&c.ReplicaID)},
 		{"log-level", "MCPGATE_LOG_LEVEL", "info", "debug, info, warn or error", str(&c.LogLevel)},
+		{"log-flush-interval", "MCPGATE_LOG_FLUSH_INTERVAL", "200ms", "longest time an info line (the access log) waits in memory before it is written; warnings and errors are written at once; 0: every line at once", dur(&c.LogFlushInterval)},
 	}
 }
 
@@ -231,6 +235,9 @@ func (c *Serve) Validate() error {
 	}
 	if c.KeyVaultURL == "" && (c.FunctionKeySecret != "" || c.SessionKeysSecret != "") {
 		errs = append(errs, errors.New("MCPGATE_FUNCTION_KEY_SECRET / MCPGATE_SESSION_KEYS_SECRET need MCPGATE_KEYVAULT_URL"))
+	}
+	if c.LogFlushInterval < 0 || c.LogFlushInterval > 10*time.Second {
+		errs = append(errs, errors.New("MCPGATE_LOG_FLUSH_INTERVAL must be between 0 and 10s"))
 	}
 	if c.AccessTokenTTL <= 0 || c.RefreshTokenTTL < c.AccessTokenTTL {
 		errs = append(errs, errors.New("token lifetimes must be positive and the refresh lifetime at least the access lifetime"))

@@ -11,11 +11,50 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"time"
 )
 
 // NewLogger returns a JSON slog logger writing to w at level.
 func NewLogger(w io.Writer, level slog.Leveler) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
+}
+
+// NewBufferedLogger returns a JSON slog logger over a BufferedWriter on w: info and debug
+// lines (the access log, one per request) are written at most interval later, in batches,
+// saving a write system call per request; a warning or an error is written at once, with
+// everything buffered before it. With interval 0 every line is written at once. Call close
+// on exit: it writes out what is buffered.
+func NewBufferedLogger(w io.Writer, level slog.Leveler, interval time.Duration) (logger *slog.Logger, close func() error) {
+	if interval <= 0 {
+		return NewLogger(w, level), func() error { return nil }
+	}
+	bw := NewBufferedWriter(w, interval)
+	h := flushOnWarn{Handler: slog.NewJSONHandler(bw, &slog.HandlerOptions{Level: level}), bw: bw}
+	return slog.New(h), bw.Close
+}
+
+// flushOnWarn writes the buffer out after every record at warning level or above.
+type flushOnWarn struct {
+	slog.Handler
+	bw *BufferedWriter
+}
+
+func (h flushOnWarn) Handle(ctx context.Context, r slog.Record) error {
+	err := h.Handler.Handle(ctx, r)
+	if r.Level >= slog.LevelWarn {
+		if ferr := h.bw.Flush(); err == nil {
+			err = ferr
+		}
+	}
+	return err
+}
+
+func (h flushOnWarn) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return flushOnWarn{Handler: h.Handler.WithAttrs(attrs), bw: h.bw}
+}
+
+func (h flushOnWarn) WithGroup(name string) slog.Handler {
+	return flushOnWarn{Handler: h.Handler.WithGroup(name), bw: h.bw}
 }
 
 // RequestIDHeader carries the request id in responses (and is accepted from a trusted front end

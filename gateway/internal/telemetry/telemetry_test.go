@@ -184,3 +184,54 @@ func FuzzValidRequestID(f *testing.F) {
 		}
 	})
 }
+
+// TestBufferedLogger: info lines wait for the interval; a warning is written at once, after
+// the lines logged before it; derived loggers keep that; close writes out the rest.
+func TestBufferedLogger(t *testing.T) {
+	var mu sync.Mutex
+	var out bytes.Buffer
+	read := func() string { mu.Lock(); defer mu.Unlock(); return out.String() }
+	w := writerFunc(func(p []byte) (int, error) { mu.Lock(); defer mu.Unlock(); return out.Write(p) })
+	log, closeLog := NewBufferedLogger(w, slog.LevelInfo, time.Hour)
+	log.Info("access", "n", 1)
+	if s := read(); s != "" {
+		t.Fatalf("info line written before the interval: %q", s)
+	}
+	log.With("component", "x").WithGroup("g").Warn("trouble")
+	s := read()
+	if i, j := strings.Index(s, `"msg":"access"`), strings.Index(s, `"msg":"trouble"`); i < 0 || j < i {
+		t.Fatalf("after a warning: %q, want the info line then the warning", s)
+	}
+	log.Info("after")
+	if strings.Contains(read(), `"after"`) {
+		t.Fatal("info line after the warning written at once")
+	}
+	if err := closeLog(); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(read(), `"msg":"after"`) {
+		t.Fatal("close did not write out the buffered line")
+	}
+
+	// interval 0: unbuffered
+	out.Reset()
+	log, closeLog = NewBufferedLogger(w, slog.LevelInfo, 0)
+	log.Info("now")
+	if !strings.Contains(read(), `"msg":"now"`) {
+		t.Fatal("interval 0 buffered a line")
+	}
+	_ = closeLog()
+
+	// the timer writes lines out without any warning
+	out.Reset()
+	log, closeLog = NewBufferedLogger(w, slog.LevelInfo, 20*time.Millisecond)
+	defer closeLog()
+	log.Info("later")
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(read(), `"msg":"later"`) {
+		if time.Now().After(deadline) {
+			t.Fatal("buffered line never written by the interval flush")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
