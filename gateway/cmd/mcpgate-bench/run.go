@@ -31,6 +31,7 @@ func runBench(ctx context.Context, args []string) error {
 	duration := fs.Duration("duration", 10*time.Second, "measured time per target and concurrency")
 	warmup := fs.Duration("warmup", 2*time.Second, "unmeasured warm-up per target and concurrency")
 	concs := fs.String("c", "1,32", "concurrency levels")
+	rounds := fs.Int("rounds", 3, "rounds: each measures every concurrency and target once, in rotating order; the summary gives the median of the per-round ratios")
 	binDir := fs.String("bin-dir", "", "directory holding handler and mcpgate (default: build them into a temp dir)")
 	repo := fs.String("repo", ".", "repository root (for building)")
 	tool := fs.String("tool", "hello_mcp", "tool to call")
@@ -44,6 +45,9 @@ func runBench(ctx context.Context, args []string) error {
 		}
 		levels = append(levels, n)
 	}
+	if *rounds < 1 {
+		return fmt.Errorf("bad -rounds %d: need at least 1", *rounds)
+	}
 	work, err := os.MkdirTemp("", "mcpgate-bench-")
 	if err != nil {
 		return err
@@ -54,13 +58,8 @@ func runBench(ctx context.Context, args []string) error {
 
 	if *binDir == "" {
 		*binDir = filepath.Join(work, "bin")
-		for pkg, out := range map[string]string{"./functionapp/cmd/handler": "handler", "./gateway/cmd/mcpgate": "mcpgate"} {
-			fmt.Fprintf(os.Stderr, "building %s\n", pkg)
-			cmd := exec.Command("go", "build", "-o", filepath.Join(*binDir, out), pkg)
-			cmd.Dir, cmd.Stderr = *repo, os.Stderr
-			if err := cmd.Run(); err != nil {
-				return fmt.Errorf("build %s: %w", pkg, err)
-			}
+		if err := buildShipped(*repo, *binDir); err != nil {
+			return err
 		}
 	}
 	self, err := os.Executable()
@@ -129,44 +128,56 @@ func runBench(ctx context.Context, args []string) error {
 	}
 	fmt.Printf("# mcpgate-bench: tools/call %s, %s per run after %s warm-up, GOMAXPROCS=%d, %d CPUs, %s\n\n",
 		*tool, *duration, *warmup, runtime.GOMAXPROCS(0), runtime.NumCPU(), time.Now().UTC().Format(time.RFC3339))
-	results := map[int][]result{}
-	for _, c := range levels {
-		for _, t := range targets {
-			if ctx.Err() != nil {
-				return ctx.Err()
+	// results[c][round][target]: targets are measured in a rotating order per round so that
+	// slow drift of the machine (other work, thermal state) does not favour one target.
+	results := map[int][][]result{}
+	for round := range *rounds {
+		for _, c := range levels {
+			rs := make([]result, len(targets))
+			for k := range targets {
+				i := (k + round) % len(targets)
+				t := targets[i]
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				_ = load(ctx, t, body, c, *warmup)
+				cpu0 := cpuTime(t.pid)
+				r := load(ctx, t, body, c, *duration)
+				if r.rps > 0 {
+					r.cpuPerReq = (cpuTime(t.pid) - cpu0) / time.Duration(r.rps*duration.Seconds())
+				}
+				rs[i] = r
+				fmt.Fprintf(os.Stderr, "round %d c=%d %-32s %8.0f rps p50 %s p99 %s errors %d cpu/req %s\n", round+1, c, t.name, r.rps, ms(r.p50), ms(r.p99), r.errors, us(r.cpuPerReq))
 			}
-			_ = load(ctx, t, body, c, *warmup)
-			cpu0 := cpuTime(t.pid)
-			r := load(ctx, t, body, c, *duration)
-			r.hwm = peakRSS(t.pid)
-			if r.rps > 0 {
-				r.cpuPerReq = (cpuTime(t.pid) - cpu0) / time.Duration(r.rps*duration.Seconds())
-			}
-			results[c] = append(results[c], r)
-			fmt.Fprintf(os.Stderr, "c=%d %-32s %8.0f rps p50 %s p99 %s errors %d cpu/req %s\n", c, t.name, r.rps, ms(r.p50), ms(r.p99), r.errors, us(r.cpuPerReq))
+			results[c] = append(results[c], rs)
 		}
 	}
+	hwm := []int64{peakRSS(faProc), peakRSS(hopProc), peakRSS(gwProc)}
+	fmt.Printf("Medians over %d rounds.\n\n", *rounds)
 	fmt.Println("| concurrency | target | rps | p50 ms | p99 ms | errors | CPU µs/request (own process) | peak RSS MiB |")
 	fmt.Println("|---:|---|---:|---:|---:|---:|---:|---:|")
 	for _, c := range levels {
-		for _, r := range results[c] {
-			fmt.Printf("| %d | %s | %.0f | %s | %s | %d | %s | %.1f |\n", c, r.name, r.rps, ms(r.p50), ms(r.p99), r.errors, us(r.cpuPerReq), float64(r.hwm)/1024)
+		for i, t := range targets {
+			m := medianOf(results[c], i)
+			fmt.Printf("| %d | %s | %.0f | %s | %s | %d | %s | %.1f |\n", c, t.name, m.rps, ms(m.p50), ms(m.p99), m.errors, us(m.cpuPerReq), float64(hwm[i])/1024)
 		}
 	}
 	fmt.Println()
 	for _, c := range levels {
-		rs := results[c]
-		if len(rs) != 3 {
-			continue
+		var ratios, tput []float64
+		var per []string
+		for _, rs := range results[c] {
+			direct, hopR, gwR := rs[0], rs[1], rs[2]
+			hopAdd, gwAdd := hopR.p50-direct.p50, gwR.p50-direct.p50
+			ratio := float64(gwAdd) / float64(max(hopAdd, 1))
+			ratios, tput = append(ratios, ratio), append(tput, gwR.rps/hopR.rps)
+			per = append(per, fmt.Sprintf("hop %s / gateway %s ms → %.2f", ms(hopAdd), ms(gwAdd), ratio))
 		}
-		direct, hopR, gwR := rs[0], rs[1], rs[2]
-		hopAdd, gwAdd := hopR.p50-direct.p50, gwR.p50-direct.p50
-		ratio := float64(gwAdd) / float64(max(hopAdd, 1))
-		fmt.Printf("c=%d: added p50 — hop %s, gateway %s (ratio %.2f); throughput gateway/hop %.2f\n",
-			c, ms(hopAdd), ms(gwAdd), ratio, gwR.rps/hopR.rps)
+		fmt.Printf("c=%d: added p50 ratio gateway/hop, median %.2f (%s); throughput gateway/hop, median %.2f\n",
+			c, median(ratios), strings.Join(per, "; "), median(tput))
 	}
 	fmt.Printf("peak RSS under load: gateway %.1f MiB, hop %.1f MiB, function app %.1f MiB\n",
-		float64(peakRSS(gwProc))/1024, float64(peakRSS(hopProc))/1024, float64(peakRSS(faProc))/1024)
+		float64(hwm[2])/1024, float64(hwm[1])/1024, float64(hwm[0])/1024)
 	if out, err := exec.Command("redis-cli", "-p", strconv.Itoa(redisPort), "info", "commandstats").Output(); err == nil {
 		for l := range strings.SplitSeq(string(out), "\n") {
 			if strings.HasPrefix(l, "cmdstat_get:") {
@@ -187,11 +198,9 @@ type target struct {
 }
 
 type result struct {
-	name     string
 	rps      float64
 	p50, p99 time.Duration
 	errors   int
-	hwm      int64 // KiB
 	// cpuPerReq is the CPU time the target's own process spent per request (for the hop
 	// and the gateway this excludes the function app behind them).
 	cpuPerReq time.Duration
@@ -288,7 +297,7 @@ func load(ctx context.Context, t target, body string, c int, d time.Duration) re
 	wg.Wait()
 	elapsed := time.Since(start)
 	slices.Sort(all)
-	r := result{name: t.name, errors: errs, rps: float64(len(all)) / elapsed.Seconds()}
+	r := result{errors: errs, rps: float64(len(all)) / elapsed.Seconds()}
 	if n := len(all); n > 0 {
 		r.p50, r.p99 = all[n*50/100], all[min(n-1, n*99/100)]
 	}
@@ -319,46 +328,37 @@ func procStatus(pid int, field string) int64 {
 type stack struct {
 	dir   string
 	procs []*exec.Cmd
-	logs  []*bytes.Buffer
-	mu    sync.Mutex
+	logs  []string // each process's output file
 }
 
-type lockedBuf struct {
-	mu *sync.Mutex
-	b  *bytes.Buffer
-}
-
-func (l lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.b.Len() > 1<<20 { // keep the tail small: the gateway's access log is discarded
-		l.b.Reset()
-	}
-	return l.b.Write(p)
-}
-
+// start runs bin with its output in a file of the work directory (as a container runtime
+// would collect it, and without making the load generator copy the gateway's access log).
 func (s *stack) start(name, bin string, args, env []string) (int, error) {
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Dir = s.dir
-	buf := &bytes.Buffer{}
-	w := lockedBuf{&s.mu, buf}
-	cmd.Stdout, cmd.Stderr = w, w
+	logPath := filepath.Join(s.dir, name+".log")
+	f, err := os.Create(logPath)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close() // the child keeps its own descriptor
+	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return 0, fmt.Errorf("start %s: %w", name, err)
 	}
 	s.procs = append(s.procs, cmd)
-	s.logs = append(s.logs, buf)
+	s.logs = append(s.logs, logPath)
 	return cmd.Process.Pid, nil
 }
 
+// output returns the tail of every process's output, for error messages.
 func (s *stack) output() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	var b strings.Builder
 	for i, c := range s.procs {
-		fmt.Fprintf(&b, "--- %s ---\n%s\n", filepath.Base(c.Path), tail(s.logs[i].String(), 2000))
+		out, _ := os.ReadFile(s.logs[i])
+		fmt.Fprintf(&b, "--- %s ---\n%s\n", filepath.Base(c.Path), tail(string(out), 2000))
 	}
 	return b.String()
 }
@@ -436,4 +436,55 @@ func writeHostSecrets(dir, key string) error {
 		return err
 	}
 	return os.WriteFile(filepath.Join(dir, "host.json"), b, 0o600)
+}
+
+// buildShipped builds the function app and the gateway into dir exactly as they ship
+// (gateway/Dockerfile, scripts/package-functionapp.sh): each module on its own (GOWORK=off),
+// static (CGO_ENABLED=0), -trimpath, without symbol tables (-ldflags "-s -w"). How the binary is
+// built changes its resident size: a cgo build links libc, and symbols move the layout.
+func buildShipped(repo, dir string) error {
+	for _, b := range []struct{ module, pkg, out string }{
+		{"functionapp", "./cmd/handler", "handler"},
+		{"gateway", "./cmd/mcpgate", "mcpgate"},
+	} {
+		fmt.Fprintf(os.Stderr, "building %s/%s (as shipped: static, -trimpath, -s -w)\n", b.module, b.pkg)
+		out, err := filepath.Abs(filepath.Join(dir, b.out))
+		if err != nil {
+			return err
+		}
+		cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", out, b.pkg)
+		cmd.Dir, cmd.Stderr = filepath.Join(repo, b.module), os.Stderr
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOWORK=off")
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("build %s/%s: %w", b.module, b.pkg, err)
+		}
+	}
+	return nil
+}
+
+// medianOf returns, field by field, the median over rounds of target i's results.
+func medianOf(rounds [][]result, i int) result {
+	var rps, p50, p99, cpu []float64
+	errs := 0
+	for _, rs := range rounds {
+		r := rs[i]
+		rps, p50, p99, cpu = append(rps, r.rps), append(p50, float64(r.p50)), append(p99, float64(r.p99)), append(cpu, float64(r.cpuPerReq))
+		errs += r.errors
+	}
+	return result{rps: median(rps), p50: time.Duration(median(p50)), p99: time.Duration(median(p99)),
+		cpuPerReq: time.Duration(median(cpu)), errors: errs}
+}
+
+// median returns the median of v (the mean of the middle two for an even count).
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
 }
