@@ -15,6 +15,11 @@
 // on the stream when the POST came through another replica), and the events waiting to be
 // written to a slow client (the stream is closed when they overflow: the client reconnects).
 //
+// A stream ends when its grant ends: every replica follows grants.RevokedChannel and closes the
+// streams it holds for a revoked grant at once, and checks the grants of its streams now and
+// then (Config.Grants, one batched lookup per GrantCheckInterval) to close those whose grant
+// expired or was revoked while the revocation subscription was down.
+//
 // On HTTP/1.1 a stream's connection is taken over from net/http once it is open, so an idle
 // stream costs one small goroutine and no buffers (about 10 KiB in all). See docs/sse.md.
 package ssebridge
@@ -66,7 +71,24 @@ const (
 	DefaultWriteTimeout      = 30 * time.Second
 	DefaultBackendTimeout    = 240 * time.Second
 	DefaultShutdownGrace     = 5 * time.Second
+	// DefaultGrantCheckInterval is how often a replica checks that the grants of its streams
+	// still exist (revocations themselves arrive within a second through pub/sub).
+	DefaultGrantCheckInterval = 30 * time.Second
 )
+
+// Revocations remembered for streams that open while the revocation is on its way (the token
+// was verified just before the grant was revoked): such a stream is closed at once.
+const (
+	recentRevokedWindow = 5 * time.Second
+	maxRecentRevoked    = 100_000
+	// grantCheckBatch is how many grants one lookup of the periodic check asks about.
+	grantCheckBatch = 500
+)
+
+// GrantChecker reports which grants still exist (grants.Manager satisfies it).
+type GrantChecker interface {
+	Exist(ctx context.Context, ids []string) ([]bool, error)
+}
 
 // Chain is the MCP policy chain (mcpproxy.Proxy satisfies it).
 type Chain interface {
@@ -118,6 +140,13 @@ type Config struct {
 	// ShutdownGrace is how long Shutdown lets messages in flight finish before it closes the
 	// streams (default 5 s).
 	ShutdownGrace time.Duration
+	// Grants, when set, is asked every GrantCheckInterval (default 30 s) and whenever the
+	// revocation subscription comes back up whether the grants of the open streams still
+	// exist; streams whose grant is gone (expired, or revoked while this replica missed the
+	// message) are closed. Revocations published on grants.RevokedChannel close streams
+	// without it.
+	Grants             GrantChecker
+	GrantCheckInterval time.Duration
 	// Logger receives operational logs (never tokens, keys or message bodies).
 	Logger *slog.Logger
 	// Registerer receives the bridge's metrics (nil: not registered).
@@ -144,6 +173,15 @@ type Bridge struct {
 	mu      sync.Mutex
 	streams map[string]*stream
 	perUser map[string]int
+	byGrant map[string][]*stream // open streams by grant id
+	// Grants revoked in the last recentRevokedWindow, oldest first in revokedOrder.
+	revoked      map[string]time.Time
+	revokedOrder []revokedGrant
+}
+
+type revokedGrant struct {
+	id string
+	at time.Time
 }
 
 // New validates cfg and builds the bridge. Call Run to receive messages from other replicas
@@ -171,6 +209,7 @@ func New(cfg Config) (*Bridge, error) {
 	setDefault(&cfg.WriteTimeout, DefaultWriteTimeout)
 	setDefault(&cfg.BackendTimeout, DefaultBackendTimeout)
 	setDefault(&cfg.ShutdownGrace, DefaultShutdownGrace)
+	setDefault(&cfg.GrantCheckInterval, DefaultGrantCheckInterval)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -188,6 +227,8 @@ func New(cfg Config) (*Bridge, error) {
 		keyTTL:  3 * cfg.Heartbeat,
 		streams: map[string]*stream{},
 		perUser: map[string]int{},
+		byGrant: map[string][]*stream{},
+		revoked: map[string]time.Time{},
 	}
 	// /mcp/message belongs to /mcp/sse: same resource and metadata, its own name in logs.
 	b.msgEP = b.sseEP
@@ -289,16 +330,31 @@ func (b *Bridge) OpenStreams() int {
 	return len(b.streams)
 }
 
-// Run subscribes to this replica's channel and refreshes the stream keys until ctx ends;
-// then it shuts the bridge down (Shutdown, within ShutdownGrace plus a few seconds) while the
-// store is still there, so streams end cleanly and their keys are deleted.
+// Run subscribes to this replica's channel and to grant revocations, refreshes the stream keys
+// and checks the streams' grants until ctx ends; then it shuts the bridge down (Shutdown,
+// within ShutdownGrace plus a few seconds) while the store is still there, so streams end
+// cleanly and their keys are deleted.
 func (b *Bridge) Run(ctx context.Context) {
 	sub, err := b.cfg.Store.Subscribe(ctx, b.channel)
 	if err != nil {
 		b.log.Error("sse bridge: subscribe failed; legacy SSE streams are refused", "err", err)
 		return
 	}
+	rsub, err := b.cfg.Store.Subscribe(ctx, grants.RevokedChannel)
+	if err != nil {
+		_ = sub.Close()
+		b.log.Error("sse bridge: subscribe to grant revocations failed; legacy SSE streams are refused", "err", err)
+		return
+	}
+	var checker sync.WaitGroup
+	cctx, stopChecker := context.WithCancel(ctx)
+	kick := make(chan struct{}, 1)
+	if b.cfg.Grants != nil {
+		checker.Go(func() { b.checkGrantsLoop(cctx, kick) })
+	}
 	defer func() {
+		stopChecker()
+		checker.Wait()
 		sctx, cancel := context.WithTimeout(context.Background(), b.cfg.ShutdownGrace+5*time.Second)
 		if err := b.Shutdown(sctx); err != nil {
 			b.log.Warn("sse bridge: shutdown incomplete", "err", err)
@@ -306,10 +362,12 @@ func (b *Bridge) Run(ctx context.Context) {
 		cancel()
 		b.setReady(false)
 		_ = sub.Close()
+		_ = rsub.Close()
 	}()
 	hb := time.NewTicker(b.cfg.Heartbeat)
 	defer hb.Stop()
 	msgs, states := sub.Messages(), sub.State()
+	revoked, rstates := rsub.Messages(), rsub.State()
 	for {
 		select {
 		case <-ctx.Done():
@@ -325,8 +383,107 @@ func (b *Bridge) Run(ctx context.Context) {
 				return
 			}
 			b.receive(m)
+		case id, ok := <-revoked:
+			if !ok {
+				revoked = nil
+				continue
+			}
+			b.closeGrant(string(id), "grant_revoked")
+		case up, ok := <-rstates:
+			if !ok {
+				rstates = nil
+				continue
+			}
+			if up {
+				// Revocations may have been missed while the subscription was down.
+				select {
+				case kick <- struct{}{}:
+				default:
+				}
+			}
 		case <-hb.C:
 			b.heartbeat(ctx)
+		}
+	}
+}
+
+// closeGrant closes the streams this replica holds for a grant. A revocation is remembered
+// for a few seconds, so a stream whose token was verified just before it closes too.
+func (b *Bridge) closeGrant(id, reason string) {
+	b.mu.Lock()
+	if reason == "grant_revoked" {
+		b.rememberRevokedLocked(id, time.Now())
+	}
+	list := slices.Clone(b.byGrant[id])
+	b.mu.Unlock()
+	for _, s := range list {
+		s.close(reason)
+	}
+}
+
+// rememberRevokedLocked records a revocation (bounded: the oldest are forgotten first; the
+// periodic grant check catches what this misses). Caller holds b.mu.
+func (b *Bridge) rememberRevokedLocked(id string, now time.Time) {
+	n := 0
+	for n < len(b.revokedOrder) && (now.Sub(b.revokedOrder[n].at) >= recentRevokedWindow || len(b.revokedOrder)-n >= maxRecentRevoked) {
+		if old := b.revokedOrder[n]; b.revoked[old.id].Equal(old.at) {
+			delete(b.revoked, old.id)
+		}
+		n++
+	}
+	b.revokedOrder = append(b.revokedOrder[n:], revokedGrant{id, now})
+	b.revoked[id] = now
+}
+
+// recentlyRevokedLocked reports whether the grant was revoked within recentRevokedWindow.
+// Caller holds b.mu.
+func (b *Bridge) recentlyRevokedLocked(id string, now time.Time) bool {
+	at, ok := b.revoked[id]
+	return ok && now.Sub(at) < recentRevokedWindow
+}
+
+// checkGrantsLoop runs checkGrants every GrantCheckInterval and when kicked.
+func (b *Bridge) checkGrantsLoop(ctx context.Context, kick <-chan struct{}) {
+	t := time.NewTicker(b.cfg.GrantCheckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-kick:
+		}
+		b.checkGrants(ctx)
+	}
+}
+
+// checkGrants asks which grants of the open streams still exist, grantCheckBatch at a time,
+// and closes the streams of those that do not. A failed lookup closes nothing.
+func (b *Bridge) checkGrants(ctx context.Context) {
+	b.mu.Lock()
+	ids := make([]string, 0, len(b.byGrant))
+	for id := range b.byGrant {
+		ids = append(ids, id)
+	}
+	b.mu.Unlock()
+	for chunk := range slices.Chunk(ids, grantCheckBatch) {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		exist, err := b.cfg.Grants.Exist(cctx, chunk)
+		cancel()
+		if err == nil && len(exist) != len(chunk) {
+			err = fmt.Errorf("ssebridge: %d answers for %d grants", len(exist), len(chunk))
+		}
+		if err != nil {
+			if ctx.Err() == nil {
+				b.metrics.grantCheckErrors.Inc()
+				b.log.Warn("sse bridge: grant check failed; streams stay open", "err", err)
+			}
+			return
+		}
+		for i, ok := range exist {
+			if !ok {
+				b.closeGrant(chunk[i], "grant_gone")
+			}
 		}
 	}
 }

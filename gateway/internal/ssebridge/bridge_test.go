@@ -38,6 +38,7 @@ type env struct {
 	redis   *redistest.Server
 	st      *store.Redis
 	grants  *grants.Manager
+	keeper  *session.Keeper
 	keys    *funckey.Keys
 	keyFile string
 	key     atomic.Value // the key the backend accepts
@@ -47,6 +48,8 @@ type env struct {
 	// noHijack serves the replicas through a ResponseWriter that cannot be taken over (as
 	// under HTTP/2), so the request's goroutine holds each stream.
 	noHijack bool
+	// verifier replaces grants in the replicas' chains (nil: grants).
+	verifier mcpproxy.Verifier
 
 	mu   sync.Mutex
 	seen []backendCall
@@ -74,7 +77,8 @@ func newEnv(t testing.TB) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.grants = grants.New(st, session.NewStaticKeeper(ring), grants.Options{})
+	e.keeper = session.NewStaticKeeper(ring)
+	e.grants = grants.New(st, e.keeper, grants.Options{})
 	e.keyFile = filepath.Join(t.TempDir(), "function-key")
 	e.setKey(t, "key-one")
 	e.key.Store("key-one")
@@ -195,14 +199,18 @@ type replica struct {
 
 func (e *env) replica(t testing.TB, id string, tweak func(*ssebridge.Config)) *replica {
 	t.Helper()
-	p, err := mcpproxy.New(mcpproxy.Config{PublicURL: public, BackendURL: e.backend.URL, Verifier: e.grants, Keys: e.keys,
+	var v mcpproxy.Verifier = e.grants
+	if e.verifier != nil {
+		v = e.verifier
+	}
+	p, err := mcpproxy.New(mcpproxy.Config{PublicURL: public, BackendURL: e.backend.URL, Verifier: v, Keys: e.keys,
 		RateLimit: 10_000, Logger: slog.New(slog.DiscardHandler), Registerer: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
 	cfg := ssebridge.Config{Chain: p, BackendURL: e.backend.URL, Keys: e.keys, Store: e.st, ReplicaID: id,
-		Registerer: reg, Logger: slog.New(slog.DiscardHandler)}
+		Grants: e.grants, Registerer: reg, Logger: slog.New(slog.DiscardHandler)}
 	if tweak != nil {
 		tweak(&cfg)
 	}
@@ -808,27 +816,38 @@ func BenchmarkRoundTrip(b *testing.B) {
 }
 
 // TestRedisDown: new streams fail closed (503) while Redis is down; open streams are not
-// dropped; once Redis is back (empty: no persistence here) new grants open streams again.
+// dropped during the outage (a failed grant check closes nothing); once Redis is back (empty:
+// no persistence here, so every grant is gone, as if revoked while the replica could not hear
+// it) the grant check run when the revocation subscription is back closes the old stream, and
+// new grants open streams again.
 func TestRedisDown(t *testing.T) {
 	e := newEnv(t)
-	a := e.replica(t, "a", nil)
+	a := e.replica(t, "a", func(c *ssebridge.Config) { c.GrantCheckInterval = 50 * time.Millisecond })
 	tok := e.issue(t, "ada", public)
-	open(t, a, tok.AccessToken)
+	old := open(t, a, tok.AccessToken)
 	e.redis.Kill()
 	waitFor(t, "subscription down", func() bool { return !a.bridge.Ready() })
 	if _, err := tryOpen(t, a, tok.AccessToken); err == nil || !strings.Contains(err.Error(), "503") {
 		t.Fatalf("stream with Redis down: %v", err)
 	}
+	waitFor(t, "a failed grant check", func() bool { return gauge(t, a, "mcpgate_sse_grant_check_errors_total") > 0 })
+	if n := a.bridge.OpenStreams(); n != 1 {
+		t.Fatalf("%d open streams during the outage, want 1", n)
+	}
 	e.redis.Restart(t)
 	waitFor(t, "subscription up", a.bridge.Ready)
+	expectEnd(t, old, "stream whose grant vanished with Redis")
 	tok = e.issue(t, "ada", public)
 	c := open(t, a, tok.AccessToken)
 	mustPost(t, c, a, tok.AccessToken, `{"jsonrpc":"2.0","id":2,"method":"ping"}`)
 	if m := c.nextJSON(); m["id"] != 2.0 {
 		t.Fatalf("after the outage: %v", m)
 	}
-	if n := a.bridge.OpenStreams(); n != 2 {
-		t.Fatalf("%d open streams, want the one from before the outage and the new one", n)
+	if n := a.bridge.OpenStreams(); n != 1 {
+		t.Fatalf("%d open streams, want the new one", n)
+	}
+	if got := counter(t, a, "mcpgate_sse_streams_closed_total", "grant_gone"); got != 1 {
+		t.Fatalf("grant_gone closes: %v", got)
 	}
 }
 
@@ -910,6 +929,22 @@ func TestShutdownLetsCallsFinish(t *testing.T) {
 	if n := a.bridge.OpenStreams(); n != 0 {
 		t.Fatalf("%d streams after Shutdown", n)
 	}
+}
+
+// gauge returns the value of the unlabelled counter or gauge name of replica r.
+func gauge(t *testing.T, r *replica, name string) float64 {
+	t.Helper()
+	mfs, err := r.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			m := mf.GetMetric()[0]
+			return m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	return 0
 }
 
 // counter returns the value of the labelled counter name{…=label} of replica r.

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -85,6 +86,17 @@ func (s *stream) close(reason string) {
 		s.cancel()
 		go s.finalize()
 	})
+}
+
+// finalized reports whether finalize has run (the response is ended, or there was no sink
+// yet). Checked under wmu, it tells whether a sink set now would be ended by finalize.
+func (s *stream) finalized() bool {
+	select {
+	case <-s.ended:
+		return true
+	default:
+		return false
+	}
 }
 
 func (s *stream) closed() bool {
@@ -304,6 +316,12 @@ func (b *Bridge) serveSSE(w http.ResponseWriter, r *http.Request, c *mcpproxy.Ca
 			s.sink = hs
 			s.ping = time.AfterFunc(b.cfg.KeepAlive, func() { s.send(pingEvent) })
 			err := hs.start(h, first, time.Now().Add(b.cfg.WriteTimeout))
+			if s.finalized() {
+				// Closed while opening (e.g. its grant was just revoked): finalize ran before
+				// there was a sink, so the response ends here.
+				s.ping.Stop()
+				hs.end(time.Now().Add(time.Second))
+			}
 			s.wmu.Unlock()
 			if brw.Reader.Buffered() > 0 || err != nil {
 				s.close("write_failed") // a pipelined request, or the client left already
@@ -318,6 +336,9 @@ func (b *Bridge) serveSSE(w http.ResponseWriter, r *http.Request, c *mcpproxy.Ca
 	s.ping = time.AfterFunc(b.cfg.KeepAlive, func() { s.send(pingEvent) })
 	w.WriteHeader(http.StatusOK)
 	err = s.sink.write(first, time.Now().Add(b.cfg.WriteTimeout))
+	if s.finalized() {
+		s.ping.Stop() // closed while opening: the handler returns below
+	}
 	s.wmu.Unlock()
 	if err != nil {
 		s.close("write_failed")
@@ -406,7 +427,8 @@ func (r *responseSink) write(p []byte, deadline time.Time) error {
 // end does nothing: the handler returns once the stream has ended, which ends the response.
 func (r *responseSink) end(time.Time) {}
 
-// add registers s within the limits; it returns the refusal reason or "".
+// add registers s within the limits; it returns the refusal reason or "". A stream whose grant
+// was revoked moments ago (the revocation overtook the GET) is registered and closed at once.
 func (b *Bridge) add(s *stream) string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -422,7 +444,11 @@ func (b *Bridge) add(s *stream) string {
 	b.handlers.Add(1) // under mu, so never concurrent with Shutdown's Wait from zero
 	b.streams[s.id] = s
 	b.perUser[s.user]++
+	b.byGrant[s.grant.ID] = append(b.byGrant[s.grant.ID], s)
 	b.metrics.streams.Inc()
+	if b.recentlyRevokedLocked(s.grant.ID, time.Now()) {
+		s.close("grant_revoked")
+	}
 	return ""
 }
 
@@ -433,6 +459,11 @@ func (b *Bridge) remove(s *stream) {
 		delete(b.streams, s.id)
 		if b.perUser[s.user]--; b.perUser[s.user] <= 0 {
 			delete(b.perUser, s.user)
+		}
+		if l := slices.DeleteFunc(b.byGrant[s.grant.ID], func(o *stream) bool { return o == s }); len(l) > 0 {
+			b.byGrant[s.grant.ID] = l
+		} else {
+			delete(b.byGrant, s.grant.ID)
 		}
 		b.metrics.streams.Dec()
 	}
