@@ -64,6 +64,11 @@ type Serve struct {
 	// LogFlushInterval bounds how long an info or debug log line (the access log) may wait in
 	// memory before it is written; 0 writes every line at once.
 	LogFlushInterval time.Duration
+
+	// Legacy SSE limits, per replica.
+	SSEMaxStreams         int
+	SSEMaxStreamsPerUser  int
+	SSEMaxPendingMessages int
 }
 
 // Setting is one row of the configuration table.
@@ -133,6 +138,9 @@ func (c *Serve) Settings() []Setting {
 		{"max-body-bytes", "MCPGATE_MAX_BODY_BYTES", "4194304", "largest MCP request body accepted", i64(&c.MaxBodyBytes)},
 		{"trusted-proxies", "MCPGATE_TRUSTED_PROXIES", "0", "reverse proxies in front of the gateway that append to X-Forwarded-For (1 behind Container Apps ingress); used for per-IP rate limits", integer(&c.TrustedProxies)},
 		{"replica-id", "MCPGATE_REPLICA_ID", "", "this replica's id (default: hostname + random suffix)", str(&c.ReplicaID)},
+		{"sse-max-streams", "MCPGATE_SSE_MAX_STREAMS", "10000", "legacy SSE streams open at once on one replica (503 beyond)", integer(&c.SSEMaxStreams)},
+		{"sse-max-streams-per-user", "MCPGATE_SSE_MAX_STREAMS_PER_USER", "32", "legacy SSE streams open at once per user on one replica (503 beyond)", integer(&c.SSEMaxStreamsPerUser)},
+		{"sse-max-pending-messages", "MCPGATE_SSE_MAX_PENDING_MESSAGES", "32", "messages of one legacy SSE stream accepted and not yet answered (503, or a JSON-RPC error on the stream, beyond)", integer(&c.SSEMaxPendingMessages)},
 		{"log-level", "MCPGATE_LOG_LEVEL", "info", "debug, info, warn or error", str(&c.LogLevel)},
 		{"log-flush-interval", "MCPGATE_LOG_FLUSH_INTERVAL", "200ms", "longest time an info line (the access log) waits in memory before it is written; warnings and errors are written at once; 0: every line at once", dur(&c.LogFlushInterval)},
 	}
@@ -244,6 +252,18 @@ func (c *Serve) Validate() error {
 	}
 	if c.RateLimitRPS <= 0 || c.RateLimitBurst <= 0 || c.MaxBodyBytes <= 0 {
 		errs = append(errs, errors.New("rate limits and --max-body-bytes must be positive"))
+	}
+	for _, l := range []struct {
+		v         int
+		flag, env string
+	}{
+		{c.SSEMaxStreams, "sse-max-streams", "MCPGATE_SSE_MAX_STREAMS"},
+		{c.SSEMaxStreamsPerUser, "sse-max-streams-per-user", "MCPGATE_SSE_MAX_STREAMS_PER_USER"},
+		{c.SSEMaxPendingMessages, "sse-max-pending-messages", "MCPGATE_SSE_MAX_PENDING_MESSAGES"},
+	} {
+		if l.v <= 0 {
+			errs = append(errs, fmt.Errorf("--%s (%s) must be a positive integer, got %d", l.flag, l.env, l.v))
+		}
 	}
 	return errors.Join(errs...)
 }
