@@ -309,7 +309,8 @@ func newGateway(ctx context.Context, cfg *config.Serve, logger *slog.Logger) (gw
 	// through the store's pub/sub.
 	if g.sse, err = ssebridge.New(ssebridge.Config{
 		Chain: g.proxy, BackendURL: cfg.BackendURL, Keys: g.keys, Store: g.store, ReplicaID: replicaID,
-		MaxMessageBytes: cfg.MaxBodyBytes, Logger: logger, Registerer: reg,
+		Grants: g.grants, MaxStreams: cfg.SSEMaxStreams, MaxStreamsPerUser: cfg.SSEMaxStreamsPerUser,
+		MaxPending: cfg.SSEMaxPendingMessages, MaxMessageBytes: cfg.MaxBodyBytes, Logger: logger, Registerer: reg,
 		Transport: g.otel.Transport(mcpproxy.NewTransport(ssebridge.DefaultBackendTimeout)),
 	}); err != nil {
 		return nil, fmt.Errorf("SSE bridge: %w", err)
