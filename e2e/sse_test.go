@@ -174,6 +174,14 @@ func openRawStream(t *testing.T, base, token string) string {
 // directly); public "" means base's own.
 func openRawStreamOn(t *testing.T, base, public, token string) string {
 	t.Helper()
+	endpoint, _ := openStream(t, base, public, token)
+	return endpoint
+}
+
+// openStream opens /mcp/sse (public as for openRawStreamOn) and returns the endpoint event's
+// data and the response, whose body is closed when the test ends.
+func openStream(t *testing.T, base, public, token string) (string, *http.Response) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/mcp/sse", nil)
@@ -202,7 +210,7 @@ func openRawStreamOn(t *testing.T, base, public, token string) string {
 	if lines[0] != "event: endpoint" || !strings.HasPrefix(lines[1], "data: ") {
 		t.Fatalf("first event %q", got.String())
 	}
-	return strings.TrimPrefix(lines[1], "data: ")
+	return strings.TrimPrefix(lines[1], "data: "), resp
 }
 
 func postMessage(t *testing.T, u, token, body string) int {
