@@ -648,13 +648,27 @@ func (m *Manager) lookup(ctx context.Context, id []byte) (*record, [16]byte, err
 	m.mu.RUnlock()
 	// The flight key carries the cache epoch: a lookup that starts after an invalidation
 	// never shares a read that started before it.
-	v, err, _ := m.flight.Do(string(id)+"\x00"+strconv.FormatUint(epoch, 10), func() (any, error) {
+	ch := m.flight.DoChan(string(id)+"\x00"+strconv.FormatUint(epoch, 10), func() (any, error) {
+		// The read is shared, so it is not cut short when the first caller leaves; it keeps
+		// that caller's deadline, and every caller still waits no longer than its own.
+		fctx := context.WithoutCancel(ctx)
+		if dl, ok := ctx.Deadline(); ok {
+			var cancel context.CancelFunc
+			fctx, cancel = context.WithDeadline(fctx, dl)
+			defer cancel()
+		}
 		fetched := time.Now()
-		// Not bound to the first caller's cancellation: the others share this read.
-		rec, err := m.load(context.WithoutCancel(ctx), string(id))
+		rec, err := m.load(fctx, string(id))
 		return fetchedRecord{rec: rec, at: fetched}, err
 	})
-	f, _ := v.(fetchedRecord)
+	var res singleflight.Result
+	select {
+	case res = <-ch:
+	case <-ctx.Done():
+		return nil, kc, unavailable("load grant", ctx.Err())
+	}
+	err := res.Err
+	f, _ := res.Val.(fetchedRecord)
 	rec, fetched := f.rec, f.at
 	if err != nil {
 		if errors.Is(err, ErrUnavailable) {

@@ -759,3 +759,28 @@ func TestSharedReadNotReusedAfterRevoke(t *testing.T) {
 	}
 	<-before
 }
+
+// TestHungReadKeepsCallerDeadlines: when the store hangs (a black-holed Redis), every caller
+// of a shared read still gets ErrUnavailable by its own deadline.
+func TestHungReadKeepsCallerDeadlines(t *testing.T) {
+	gs := newGatedStore()
+	m := start(t, gs, newKeeper(t), grants.Options{})
+	ts := issue(t, m, mcpRes)
+	m.SetCacheTTL(time.Nanosecond)
+	open := gs.close() // reads hang, ignoring their context, until the end of the test
+	defer open()
+	first, cancelFirst := context.WithTimeout(t.Context(), time.Hour)
+	defer cancelFirst()
+	go func() { _, _ = m.Verify(first, ts.AccessToken, mcpRes) }() // starts the hung read
+	<-gs.entered
+	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err := m.Verify(ctx, ts.AccessToken, mcpRes) // joins it
+	if !errors.Is(err, grants.ErrUnavailable) {
+		t.Fatalf("Verify with the store hung: %v, want ErrUnavailable", err)
+	}
+	if waited := time.Since(start); waited > 2*time.Second {
+		t.Fatalf("Verify returned after %v, want about its 100 ms deadline", waited)
+	}
+}
