@@ -169,12 +169,23 @@ func runBench(ctx context.Context, args []string) error {
 		for _, rs := range results[c] {
 			direct, hopR, gwR := rs[0], rs[1], rs[2]
 			hopAdd, gwAdd := hopR.p50-direct.p50, gwR.p50-direct.p50
-			ratio := float64(gwAdd) / float64(max(hopAdd, 1))
-			ratios, tput = append(ratios, ratio), append(tput, gwR.rps/hopR.rps)
+			tput = append(tput, gwR.rps/hopR.rps)
+			if hopAdd <= 0 || gwAdd < 0 {
+				// The direct target was slower than a proxy in front of it: this round says
+				// nothing about the proxies (the machine was busy); leave it out.
+				per = append(per, fmt.Sprintf("hop %s / gateway %s ms → no ratio (noise)", ms(hopAdd), ms(gwAdd)))
+				continue
+			}
+			ratio := float64(gwAdd) / float64(hopAdd)
+			ratios = append(ratios, ratio)
 			per = append(per, fmt.Sprintf("hop %s / gateway %s ms → %.2f", ms(hopAdd), ms(gwAdd), ratio))
 		}
-		fmt.Printf("c=%d: added p50 ratio gateway/hop, median %.2f (%s); throughput gateway/hop, median %.2f\n",
-			c, median(ratios), strings.Join(per, "; "), median(tput))
+		med := "n/a"
+		if len(ratios) > 0 {
+			med = strconv.FormatFloat(median(ratios), 'f', 2, 64)
+		}
+		fmt.Printf("c=%d: added p50 ratio gateway/hop, median %s (%s); throughput gateway/hop, median %.2f\n",
+			c, med, strings.Join(per, "; "), median(tput))
 	}
 	fmt.Printf("peak RSS under load: gateway %.1f MiB, hop %.1f MiB, function app %.1f MiB\n",
 		float64(hwm[2])/1024, float64(hwm[1])/1024, float64(hwm[0])/1024)
