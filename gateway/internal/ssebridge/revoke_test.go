@@ -138,13 +138,13 @@ func TestGrantCheckClosesGoneStreams(t *testing.T) {
 	e := newEnv(t)
 	a := e.replica(t, "a", func(c *ssebridge.Config) { c.GrantCheckInterval = 100 * time.Millisecond })
 	short := grants.New(e.st, e.keeper, grants.Options{AccessTTL: time.Second, RefreshTTL: 2 * time.Second})
+	issued := time.Now() // before the record's TTL starts
 	expiring, err := short.Issue(t.Context(), grants.Grant{ClientID: "client-1", Resource: public, Scope: "mcp:tools",
 		User: identity.User{Subject: "ada", ObjectID: "oid-ada", Name: "ada"}}, identity.Tokens{AccessToken: "upstream"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	live := e.issue(t, "ada", public)
-	issued := time.Now()
 	c1, c2 := open(t, a, expiring.AccessToken), open(t, a, live.AccessToken)
 	expectEnd(t, c1, "stream of the expired grant")
 	if d := time.Since(issued); d < 1900*time.Millisecond || d > 5*time.Second {
