@@ -51,6 +51,8 @@ const (
 	DefaultAccessTTL    = time.Hour
 	DefaultRefreshTTL   = 30 * 24 * time.Hour
 	DefaultRefreshGrace = 30 * time.Second
+	// DefaultLookupTimeout bounds a grant read from the store on a cache miss.
+	DefaultLookupTimeout = 750 * time.Millisecond
 	// MaxCacheTTL is the longest a replica trusts a cached grant.
 	MaxCacheTTL = time.Second
 	// maxCacheEntries bounds the per-replica cache.
@@ -119,6 +121,10 @@ type Options struct {
 	// CacheTTL bounds how long a replica trusts a cached grant (default and maximum 1 s;
 	// negative disables the cache).
 	CacheTTL time.Duration
+	// LookupTimeout bounds Verify's read of a grant from the store on a cache miss (default
+	// 750 ms): with the store unreachable a call fails with ErrUnavailable quickly instead of
+	// waiting for the store client's own timeouts. A cache hit needs no timer.
+	LookupTimeout time.Duration
 	// Logger receives operational logs (never secrets). Nil discards.
 	Logger *slog.Logger
 	// Now is the clock for token and grant expiry (default time.Now).
@@ -170,6 +176,7 @@ type Manager struct {
 	refreshT time.Duration
 	grace    time.Duration
 	cacheTTL time.Duration
+	lookupT  time.Duration
 	log      *slog.Logger
 	now      func() time.Time
 
@@ -189,7 +196,7 @@ func New(st store.Store, keeper *session.Keeper, opts Options) *Manager {
 	m := &Manager{
 		st: st, keeper: keeper,
 		accessT: opts.AccessTTL, refreshT: opts.RefreshTTL, grace: opts.RefreshGrace,
-		cacheTTL: opts.CacheTTL, log: opts.Logger, now: opts.Now,
+		cacheTTL: opts.CacheTTL, lookupT: opts.LookupTimeout, log: opts.Logger, now: opts.Now,
 		cache: map[string]cacheEntry{},
 	}
 	if m.accessT <= 0 {
@@ -200,6 +207,9 @@ func New(st store.Store, keeper *session.Keeper, opts Options) *Manager {
 	}
 	if m.grace <= 0 {
 		m.grace = DefaultRefreshGrace
+	}
+	if m.lookupT <= 0 {
+		m.lookupT = DefaultLookupTimeout
 	}
 	if m.cacheTTL == 0 || m.cacheTTL > MaxCacheTTL {
 		m.cacheTTL = MaxCacheTTL
@@ -646,6 +656,8 @@ func (m *Manager) lookup(ctx context.Context, id []byte) (*record, [16]byte, err
 		}
 	}
 	m.mu.RUnlock()
+	ctx, cancel := context.WithTimeout(ctx, m.lookupT)
+	defer cancel()
 	// The flight key carries the cache epoch: a lookup that starts after an invalidation
 	// never shares a read that started before it.
 	ch := m.flight.DoChan(string(id)+"\x00"+strconv.FormatUint(epoch, 10), func() (any, error) {

@@ -784,3 +784,21 @@ func TestHungReadKeepsCallerDeadlines(t *testing.T) {
 		t.Fatalf("Verify returned after %v, want about its 100 ms deadline", waited)
 	}
 }
+
+// TestLookupTimeout: with the store hung and no deadline from the caller, Verify gives up
+// after LookupTimeout with ErrUnavailable.
+func TestLookupTimeout(t *testing.T) {
+	gs := newGatedStore()
+	m := start(t, gs, newKeeper(t), grants.Options{LookupTimeout: 50 * time.Millisecond})
+	ts := issue(t, m, mcpRes)
+	m.SetCacheTTL(time.Nanosecond)
+	open := gs.close()
+	defer open()
+	start := time.Now()
+	if _, err := m.Verify(context.Background(), ts.AccessToken, mcpRes); !errors.Is(err, grants.ErrUnavailable) {
+		t.Fatalf("Verify with the store hung: %v, want ErrUnavailable", err)
+	}
+	if waited := time.Since(start); waited > 2*time.Second {
+		t.Fatalf("Verify returned after %v, want about the 50 ms lookup timeout", waited)
+	}
+}

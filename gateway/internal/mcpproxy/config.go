@@ -35,7 +35,9 @@ import (
 )
 
 // Verifier checks an access token for a resource (grants.Manager satisfies it). It returns
-// grants.ErrInvalidToken (→ 401) or grants.ErrUnavailable (→ 503).
+// grants.ErrInvalidToken (→ 401) or grants.ErrUnavailable (→ 503). The chain passes the
+// request's context: Verify bounds its own store reads, so that an unreachable store gives a
+// quick 503 (grants.Options.LookupTimeout).
 type Verifier interface {
 	Verify(ctx context.Context, accessToken, resource string) (*grants.Grant, error)
 }
@@ -75,9 +77,6 @@ type Config struct {
 	// BackendHeaderTimeout bounds the wait for the backend's response headers (default 240 s;
 	// stateless JSON responses send headers only when the tool finishes). Exceeded: 504.
 	BackendHeaderTimeout time.Duration
-	// VerifyTimeout bounds a grant verification (default 750 ms): with the store unreachable
-	// a call gets 503 quickly instead of waiting for the store client's retries.
-	VerifyTimeout time.Duration
 	// Transport is the backend round tripper (default: a tuned http.Transport). Wrap it for
 	// tracing (telemetry.OTel.Transport).
 	Transport http.RoundTripper
@@ -129,7 +128,6 @@ const (
 	DefaultKeepAlive            = 15 * time.Second
 	DefaultBackendHeaderTimeout = 240 * time.Second
 	DefaultRateLimit            = rate.Limit(10)
-	DefaultVerifyTimeout        = 750 * time.Millisecond
 	DefaultScope                = "mcp:tools"
 )
 
@@ -154,9 +152,6 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	if cfg.BackendHeaderTimeout <= 0 {
 		cfg.BackendHeaderTimeout = DefaultBackendHeaderTimeout
-	}
-	if cfg.VerifyTimeout <= 0 {
-		cfg.VerifyTimeout = DefaultVerifyTimeout
 	}
 	if cfg.RateLimit == 0 {
 		cfg.RateLimit = DefaultRateLimit
