@@ -1,7 +1,6 @@
 package keyrotation_test
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
@@ -13,15 +12,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/arm"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/cloud"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
-	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azsecrets"
 
 	"github.com/mcpgate/mcpgate/gateway/internal/funckey"
 	"github.com/mcpgate/mcpgate/gateway/internal/keyrotation"
-	"github.com/mcpgate/mcpgate/gateway/internal/secretsrc"
+	"github.com/mcpgate/mcpgate/gateway/internal/secretsrc/kvtest"
 )
 
 // armAPIVersion is the api-version armappservice v5.1.0 sends (webapps_client.go).
@@ -33,13 +30,6 @@ const (
 	testApp   = "func-mcpgate"
 	sitePath  = "/subscriptions/" + testSub + "/resourceGroups/" + testGroup + "/providers/Microsoft.Web/sites/" + testApp
 )
-
-// fakeCred is an azcore.TokenCredential returning a fixed token.
-type fakeCred struct{}
-
-func (fakeCred) GetToken(context.Context, policy.TokenRequestOptions) (azcore.AccessToken, error) {
-	return azcore.AccessToken{Token: "fake-arm-token", ExpiresOn: time.Now().Add(time.Hour)}, nil
-}
 
 // fakeARM speaks the ARM REST contract of a function app's host keys (Microsoft.Web
 // WebApps_ListHostKeys / CreateOrUpdateHostSecret / DeleteHostSecret, api-version
@@ -81,7 +71,7 @@ func (a *fakeARM) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	entry := r.Method + " " + rest
 	a.log = append(a.log, entry)
 	switch {
-	case r.Header.Get("Authorization") != "Bearer fake-arm-token":
+	case r.Header.Get("Authorization") != "Bearer "+kvtest.Token:
 		armError(w, http.StatusUnauthorized, "AuthenticationFailed")
 		return
 	case r.URL.Query().Get("api-version") != armAPIVersion:
@@ -185,7 +175,7 @@ func startARM(t *testing.T, a *fakeARM) *keyrotation.ARMHostKeys {
 		Transport: srv.Client(),
 		Retry:     policy.RetryOptions{MaxRetries: -1}, // count requests exactly
 	}}
-	hk, err := keyrotation.NewARMHostKeys(testSub, testGroup, testApp, fakeCred{}, opts)
+	hk, err := keyrotation.NewARMHostKeys(testSub, testGroup, testApp, &kvtest.Cred{}, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -238,80 +228,6 @@ func (g *fakeGateway) setStuck(fp string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.stuck = fp
-}
-
-// fakeVault speaks the Key Vault secrets REST contract (api-version query, the 401 bearer
-// challenge on the unauthenticated first request, GET and PUT /secrets/{name}[/{version}],
-// 404 SecretNotFound) closely enough for azsecrets. failPut makes the next PUT answer 403.
-type fakeVault struct {
-	mu      sync.Mutex
-	secrets map[string]string
-	puts    int
-	failPut bool
-}
-
-func (v *fakeVault) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Query().Get("api-version") == "" {
-		http.Error(w, "missing api-version", http.StatusBadRequest)
-		return
-	}
-	if r.Header.Get("Authorization") != "Bearer fake-arm-token" {
-		w.Header().Set("WWW-Authenticate", `Bearer authorization="https://login.microsoftonline.com/00000000-0000-0000-0000-000000000001", resource="https://vault.azure.net"`)
-		w.WriteHeader(http.StatusUnauthorized)
-		return
-	}
-	parts := strings.Split(strings.Trim(r.URL.Path, "/"), "/")
-	if len(parts) < 2 || parts[0] != "secrets" {
-		http.NotFound(w, r)
-		return
-	}
-	name := parts[1]
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	w.Header().Set("Content-Type", "application/json")
-	id := "https://" + r.Host + "/secrets/" + name + "/"
-	switch r.Method {
-	case http.MethodGet:
-		val, ok := v.secrets[name]
-		if !ok {
-			w.WriteHeader(http.StatusNotFound)
-			_, _ = io.WriteString(w, `{"error":{"code":"SecretNotFound","message":"A secret with (name/id) `+name+` was not found in this key vault."}}`)
-			return
-		}
-		_ = json.NewEncoder(w).Encode(map[string]any{"value": val, "id": id + "v1", "attributes": map[string]any{"enabled": true}})
-	case http.MethodPut:
-		if v.failPut {
-			v.failPut = false
-			w.WriteHeader(http.StatusForbidden)
-			_, _ = io.WriteString(w, `{"error":{"code":"Forbidden","message":"Caller is not authorized to perform action on resource."}}`)
-			return
-		}
-		var body struct {
-			Value string `json:"value"`
-		}
-		if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		v.secrets[name] = body.Value
-		v.puts++
-		_ = json.NewEncoder(w).Encode(map[string]any{"value": body.Value, "id": id + "v2", "attributes": map[string]any{"enabled": true}})
-	default:
-		w.WriteHeader(http.StatusMethodNotAllowed)
-	}
-}
-
-func startVault(t *testing.T, v *fakeVault, secret string) *secretsrc.KeyVault {
-	srv := httptest.NewTLSServer(v)
-	t.Cleanup(srv.Close)
-	kv, err := secretsrc.NewKeyVault(srv.URL, secret, fakeCred{}, &azsecrets.ClientOptions{
-		ClientOptions:                        azcore.ClientOptions{Transport: srv.Client(), Retry: policy.RetryOptions{MaxRetries: -1}},
-		DisableChallengeResourceVerification: true,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return kv
 }
 
 // http401 refuses every request like a host that does not know the key.

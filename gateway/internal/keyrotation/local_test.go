@@ -14,6 +14,7 @@ import (
 
 	"github.com/mcpgate/mcpgate/gateway/internal/keyrotation"
 	"github.com/mcpgate/mcpgate/gateway/internal/secretsrc"
+	"github.com/mcpgate/mcpgate/gateway/internal/secretsrc/kvtest"
 	"github.com/mcpgate/mcpgate/gateway/internal/session"
 )
 
@@ -247,23 +248,23 @@ func TestRotateRingWait(t *testing.T) {
 // generate creates it once (the postprovision hook's command is idempotent).
 func TestRingKeyVault(t *testing.T) {
 	ctx := t.Context()
-	v := &fakeVault{secrets: map[string]string{}}
-	kv := startVault(t, v, "session-keys")
+	v := kvtest.NewVault(nil)
+	kv := kvtest.Start(t, v, "session-keys", nil)
 	for i, want := range []string{"created", "kept"} {
 		res, err := keyrotation.GenerateRing(ctx, kv, false, time.Now())
-		if err != nil || res.Action != want || v.puts != 1 {
-			t.Fatalf("generate #%d: %v %+v (puts %d)", i+1, err, res, v.puts)
+		if err != nil || res.Action != want || v.Puts() != 1 {
+			t.Fatalf("generate #%d: %v %+v (puts %d)", i+1, err, res, v.Puts())
 		}
 	}
 	res, err := keyrotation.RotateRing(ctx, kv, keyrotation.RingRotateOptions{Wait: true, ReloadInterval: 10 * time.Millisecond})
-	if err != nil || res.Action != "promoted" || v.puts != 3 {
-		t.Fatalf("rotate: %v %+v (puts %d)", err, res, v.puts)
+	if err != nil || res.Action != "promoted" || v.Puts() != 3 {
+		t.Fatalf("rotate: %v %+v (puts %d)", err, res, v.Puts())
 	}
-	r, err := session.ParseRing([]byte(v.secrets["session-keys"]))
+	r, err := session.ParseRing([]byte(v.Secret("session-keys")))
 	if err != nil || r.ActiveID() != res.Promoted || len(r.Keys()) != 2 {
 		t.Fatalf("ring in the vault: %v", err)
 	}
-	v.failPut = true
+	v.FailNextPut()
 	if _, err := keyrotation.RotateRing(ctx, kv, keyrotation.RingRotateOptions{}); err == nil || !strings.Contains(err.Error(), "403") {
 		t.Fatalf("rotate with a refused write: %v", err)
 	}

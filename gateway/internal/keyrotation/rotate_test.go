@@ -12,6 +12,7 @@ import (
 
 	"github.com/mcpgate/mcpgate/gateway/internal/funckey"
 	"github.com/mcpgate/mcpgate/gateway/internal/keyrotation"
+	"github.com/mcpgate/mcpgate/gateway/internal/secretsrc/kvtest"
 )
 
 const oldName = "gateway-20260101T000000Z"
@@ -20,7 +21,7 @@ const oldName = "gateway-20260101T000000Z"
 type armEnv struct {
 	arm      *fakeARM
 	keys     *keyrotation.ARMHostKeys
-	vault    *fakeVault
+	vault    *kvtest.Vault
 	pub      keyrotation.Secret
 	gw       *fakeGateway
 	gwURL    string
@@ -32,8 +33,8 @@ type armEnv struct {
 func newARMEnv(t *testing.T) *armEnv {
 	old := newValue(t)
 	a := newFakeARM(t, map[string]string{"default": newValue(t), oldName: old})
-	e := &armEnv{arm: a, keys: startARM(t, a), vault: &fakeVault{secrets: map[string]string{"function-key": old}}, oldValue: old, progress: &bytes.Buffer{}}
-	e.pub = startVault(t, e.vault, "function-key")
+	e := &armEnv{arm: a, keys: startARM(t, a), vault: kvtest.NewVault(map[string]string{"function-key": old}), oldValue: old, progress: &bytes.Buffer{}}
+	e.pub = kvtest.Start(t, e.vault, "function-key", nil)
 	e.gw = &fakeGateway{pub: e.pub}
 	gsrv := httptest.NewServer(e.gw)
 	t.Cleanup(gsrv.Close)
@@ -140,7 +141,7 @@ func TestRotateARMCreateFails(t *testing.T) {
 	stepErr(t, err, "create")
 	reqs := e.arm.requests()
 	wantRequests(t, reqs, "POST listkeys", "PUT functionKeys/gateway-20260301T120000Z")
-	if e.published(t) != e.oldValue || e.vault.puts != 0 {
+	if e.published(t) != e.oldValue || e.vault.Puts() != 0 {
 		t.Fatal("a failed create published something")
 	}
 	res, err := keyrotation.Rotate(t.Context(), cfg)
@@ -166,7 +167,7 @@ func TestRotateARMListFails(t *testing.T) {
 // unpublished, nothing deleted; the re-run reuses that key (no second PUT to ARM).
 func TestRotateARMPublishFails(t *testing.T) {
 	e := newARMEnv(t)
-	e.vault.failPut = true
+	e.vault.FailNextPut()
 	_, err := keyrotation.Rotate(t.Context(), e.config())
 	se := stepErr(t, err, "publish")
 	reqs := e.arm.requests()
@@ -252,7 +253,7 @@ func TestRotateARMNotAccepted(t *testing.T) {
 		t.Fatalf("error %v", se)
 	}
 	noDeletes(t, e.arm.requests())
-	if e.published(t) != e.oldValue || e.vault.puts != 0 {
+	if e.published(t) != e.oldValue || e.vault.Puts() != 0 {
 		t.Fatal("an unaccepted key was published")
 	}
 }
@@ -315,14 +316,14 @@ func TestRotateIfMissing(t *testing.T) {
 	wantRequests(t, e.arm.requests(), "POST listkeys")
 
 	a := newFakeARM(t, map[string]string{"default": newValue(t)})
-	e2 := &fakeVault{secrets: map[string]string{}}
-	cfg = keyrotation.Config{Keys: startARM(t, a), Publish: startVault(t, e2, "function-key"), GatewayURL: "http://127.0.0.1:1",
+	e2 := kvtest.NewVault(nil)
+	cfg = keyrotation.Config{Keys: startARM(t, a), Publish: kvtest.Start(t, e2, "function-key", nil), GatewayURL: "http://127.0.0.1:1",
 		FunctionURL: fakeFunctionApp(t, a).URL, IfMissing: true, Timeout: time.Second, Poll: 10 * time.Millisecond}
 	res, err = keyrotation.Rotate(t.Context(), cfg)
 	if err != nil || res.Action != "rotated" || len(res.Deleted) != 0 {
 		t.Fatalf("%v %+v", err, res)
 	}
-	if e2.secrets["function-key"] != a.snapshot()[res.NewKey] {
+	if e2.Secret("function-key") != a.snapshot()[res.NewKey] {
 		t.Fatal("first key not published")
 	}
 	res, err = keyrotation.Rotate(t.Context(), cfg)
@@ -331,9 +332,9 @@ func TestRotateIfMissing(t *testing.T) {
 	}
 	// A published value that is no key of the app is replaced: here by the app's gateway key,
 	// which is not published (an interrupted rotation, as far as the plan can tell).
-	e2.secrets["function-key"] = "stale-value-of-a-deleted-app"
+	e2.SetSecret("function-key", "stale-value-of-a-deleted-app")
 	res, err = keyrotation.Rotate(t.Context(), cfg)
-	if err != nil || res.Action != "resumed" || e2.secrets["function-key"] != a.snapshot()[res.NewKey] {
+	if err != nil || res.Action != "resumed" || e2.Secret("function-key") != a.snapshot()[res.NewKey] {
 		t.Fatalf("stale published value: %v %+v", err, res)
 	}
 }
@@ -348,7 +349,7 @@ func TestRotateDryRun(t *testing.T) {
 		t.Fatalf("%v %+v", err, res)
 	}
 	wantRequests(t, e.arm.requests(), "POST listkeys")
-	if e.vault.puts != 0 {
+	if e.vault.Puts() != 0 {
 		t.Fatal("dry run published")
 	}
 }

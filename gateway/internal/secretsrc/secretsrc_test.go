@@ -1,13 +1,8 @@
 package secretsrc_test
 
 import (
-	"context"
-	"encoding/json"
 	"errors"
-	"io"
 	"io/fs"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,10 +11,10 @@ import (
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
-	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azsecrets"
 
 	"github.com/mcpgate/mcpgate/gateway/internal/secretsrc"
+	"github.com/mcpgate/mcpgate/gateway/internal/secretsrc/kvtest"
 	"github.com/mcpgate/mcpgate/gateway/internal/session"
 )
 
@@ -119,95 +114,17 @@ func TestEnsureLocalRingRace(t *testing.T) {
 	}
 }
 
-// fakeCred is an azcore.TokenCredential that counts calls and returns a fixed token.
-type fakeCred struct {
-	mu     sync.Mutex
-	scopes []string
-	tenant string
-}
-
-func (c *fakeCred) GetToken(_ context.Context, o policy.TokenRequestOptions) (azcore.AccessToken, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.scopes, c.tenant = o.Scopes, o.TenantID
-	return azcore.AccessToken{Token: "fake-access-token", ExpiresOn: time.Now().Add(time.Hour)}, nil
-}
-
-// fakeVault speaks the Key Vault secrets REST contract closely enough for azsecrets: the
-// unauthenticated first request gets the 401 bearer challenge, then GET and PUT of secrets.
-type fakeVault struct {
-	mu      sync.Mutex
-	secrets map[string]string
-	version int
-}
-
-func (v *fakeVault) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Query().Get("api-version") == "" {
-		http.Error(w, "missing api-version", http.StatusBadRequest)
-		return
-	}
-	if r.Header.Get("Authorization") != "Bearer fake-access-token" {
-		w.Header().Set("WWW-Authenticate", `Bearer authorization="https://login.microsoftonline.com/00000000-0000-0000-0000-000000000001", resource="https://vault.azure.net"`)
-		w.WriteHeader(http.StatusUnauthorized)
-		return
-	}
-	parts := strings.Split(strings.Trim(r.URL.Path, "/"), "/")
-	if len(parts) < 2 || parts[0] != "secrets" {
-		http.NotFound(w, r)
-		return
-	}
-	name := parts[1]
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	w.Header().Set("Content-Type", "application/json")
-	id := "https://" + r.Host + "/secrets/" + name + "/"
-	switch r.Method {
-	case http.MethodGet:
-		val, ok := v.secrets[name]
-		if !ok {
-			w.WriteHeader(http.StatusNotFound)
-			_, _ = io.WriteString(w, `{"error":{"code":"SecretNotFound","message":"A secret with (name/id) `+name+` was not found in this key vault."}}`)
-			return
-		}
-		_ = json.NewEncoder(w).Encode(map[string]any{"value": val, "id": id + "v1", "attributes": map[string]any{"enabled": true}})
-	case http.MethodPut:
-		var body struct {
-			Value string `json:"value"`
-		}
-		if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		v.secrets[name] = body.Value
-		v.version++
-		_ = json.NewEncoder(w).Encode(map[string]any{"value": body.Value, "id": id + "v2", "attributes": map[string]any{"enabled": true}})
-	default:
-		w.WriteHeader(http.StatusMethodNotAllowed)
-	}
-}
-
 func TestKeyVault(t *testing.T) {
 	ctx := t.Context()
-	fv := &fakeVault{secrets: map[string]string{}}
-	srv := httptest.NewTLSServer(fv)
-	defer srv.Close()
-	cred := &fakeCred{}
-	opts := &azsecrets.ClientOptions{
-		ClientOptions:                        azcore.ClientOptions{Transport: srv.Client()},
-		DisableChallengeResourceVerification: true,
-	}
-	kv, err := secretsrc.NewKeyVault(srv.URL, "session-keys", cred, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
+	fv := kvtest.NewVault(nil)
+	cred := &kvtest.Cred{}
+	kv := kvtest.Start(t, fv, "session-keys", cred)
 	if _, err := kv.Get(ctx); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("Get missing: %v, want fs.ErrNotExist", err)
 	}
-	cred.mu.Lock()
-	if len(cred.scopes) != 1 || cred.scopes[0] != "https://vault.azure.net/.default" || cred.tenant != "00000000-0000-0000-0000-000000000001" {
-		t.Fatalf("token requested for %v tenant %q", cred.scopes, cred.tenant)
+	if scopes, tenant := cred.LastRequest(); len(scopes) != 1 || scopes[0] != "https://vault.azure.net/.default" || tenant != kvtest.Tenant {
+		t.Fatalf("token requested for %v tenant %q", scopes, tenant)
 	}
-	cred.mu.Unlock()
 	doc, err := secretsrc.NewRingDocument(time.Now())
 	if err != nil {
 		t.Fatal(err)
@@ -218,6 +135,9 @@ func TestKeyVault(t *testing.T) {
 	got, err := kv.Get(ctx)
 	if err != nil || string(got) != string(doc) {
 		t.Fatalf("Get after Put: %v", err)
+	}
+	if stored := fv.Secret("session-keys"); stored != string(doc) || fv.Puts() != 1 {
+		t.Fatalf("vault holds %d bytes after %d PUTs, want the document after 1", len(stored), fv.Puts())
 	}
 	if _, err := session.ParseRing(got); err != nil {
 		t.Fatal(err)
@@ -233,9 +153,8 @@ func TestKeyVault(t *testing.T) {
 // TestKeyVaultRefusesForeignChallenge: without DisableChallengeResourceVerification the client
 // refuses a challenge for a resource that is not the vault's domain.
 func TestKeyVaultRefusesForeignChallenge(t *testing.T) {
-	srv := httptest.NewTLSServer(&fakeVault{secrets: map[string]string{"s": "v"}})
-	defer srv.Close()
-	kv, err := secretsrc.NewKeyVault(srv.URL, "s", &fakeCred{}, &azsecrets.ClientOptions{ClientOptions: azcore.ClientOptions{Transport: srv.Client()}})
+	srv := kvtest.Serve(t, kvtest.NewVault(map[string]string{"s": "v"}))
+	kv, err := secretsrc.NewKeyVault(srv.URL, "s", &kvtest.Cred{}, &azsecrets.ClientOptions{ClientOptions: azcore.ClientOptions{Transport: srv.Client()}})
 	if err != nil {
 		t.Fatal(err)
 	}
