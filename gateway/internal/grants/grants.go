@@ -87,6 +87,15 @@ type Grant struct {
 	RefreshedAt time.Time `json:"refreshed_at,omitzero"`
 
 	upstream []byte // the record's encrypted upstream tokens (for UpstreamTokens)
+	logID    string // LogID(ID), computed once per loaded record
+}
+
+// LogID returns the grant's short id for logs and metrics (LogID of its ID).
+func (g *Grant) LogID() string {
+	if g.logID == "" {
+		return LogID(g.ID)
+	}
+	return g.logID
 }
 
 // TokenSet is what the token endpoint returns.
@@ -395,6 +404,7 @@ func (m *Manager) load(ctx context.Context, id string) (*record, error) {
 		return nil, fmt.Errorf("grants: grant %s: inconsistent record", LogID(id))
 	}
 	rec.upstream = rec.Upstream
+	rec.logID = LogID(id)
 	return rec, nil
 }
 

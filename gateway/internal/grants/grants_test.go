@@ -802,3 +802,19 @@ func TestLookupTimeout(t *testing.T) {
 		t.Fatalf("Verify returned after %v, want about the 50 ms lookup timeout", waited)
 	}
 }
+
+// TestGrantLogID: a verified grant carries its log id (computed once when loaded).
+func TestGrantLogID(t *testing.T) {
+	m := start(t, store.NewMemory(), newKeeper(t), grants.Options{})
+	ts := issue(t, m, mcpRes)
+	g, err := m.Verify(t.Context(), ts.AccessToken, mcpRes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := g.LogID(), grants.LogID(g.ID); got != want || len(want) != 12 {
+		t.Fatalf("LogID() = %q, want %q", got, want)
+	}
+	if got := (&grants.Grant{ID: g.ID}).LogID(); got != grants.LogID(g.ID) {
+		t.Fatalf("LogID() of a grant not loaded = %q", got)
+	}
+}

@@ -188,6 +188,10 @@ func (p *Proxy) finish(sw *telemetry.StatusWriter, r *http.Request, c *Call) {
 	d := time.Since(c.start)
 	status := sw.Status()
 	p.metrics.observe(c.Endpoint.Name, r.Method, status, d)
+	h, ctx := p.log.Handler(), r.Context()
+	if !h.Enabled(ctx, slog.LevelInfo) {
+		return
+	}
 	attrs := make([]slog.Attr, 0, 12)
 	attrs = append(attrs,
 		slog.String("request_id", c.RequestID),
@@ -199,7 +203,7 @@ func (p *Proxy) finish(sw *telemetry.StatusWriter, r *http.Request, c *Call) {
 	if c.Grant != nil {
 		attrs = append(attrs,
 			slog.String("client_id", c.Grant.ClientID),
-			slog.String("grant", hashID(c.Grant.ID)),
+			slog.String("grant", c.Grant.LogID()),
 			slog.String("user_oid", c.Grant.User.ID()))
 	}
 	if c.Method != "" {
@@ -214,5 +218,9 @@ func (p *Proxy) finish(sw *telemetry.StatusWriter, r *http.Request, c *Call) {
 	if p.cfg.ReplicaID != "" {
 		attrs = append(attrs, slog.String("replica", p.cfg.ReplicaID))
 	}
-	p.log.LogAttrs(r.Context(), slog.LevelInfo, "mcp request", attrs...)
+	// The record is built here rather than with Logger.LogAttrs, which would look up the
+	// caller's program counter (runtime.Callers) for a source location nobody prints.
+	rec := slog.NewRecord(time.Now(), slog.LevelInfo, "mcp request", 0)
+	rec.AddAttrs(attrs...)
+	_ = h.Handle(ctx, rec)
 }

@@ -1,8 +1,6 @@
 package mcpproxy
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"net/http"
 	"strconv"
 )
@@ -45,13 +43,4 @@ func writeRPCError(w http.ResponseWriter, status, code int, message string) {
 	b = append(b, message...)
 	b = append(b, "\"}}\n"...)
 	writeJSON(w, status, b)
-}
-
-// hashID is a short, non-reversible label for a grant id in logs.
-func hashID(id string) string {
-	if id == "" {
-		return ""
-	}
-	sum := sha256.Sum256([]byte(id))
-	return hex.EncodeToString(sum[:6])
 }

@@ -14,9 +14,9 @@ import (
 	"time"
 )
 
-// NewLogger returns a JSON slog logger writing to w at level.
+// NewLogger returns a JSON slog logger writing to w at level (slog.JSONHandler's format).
 func NewLogger(w io.Writer, level slog.Leveler) *slog.Logger {
-	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
+	return slog.New(newJSONHandler(w, level))
 }
 
 // NewBufferedLogger returns a JSON slog logger over a BufferedWriter on w: info and debug
@@ -29,7 +29,7 @@ func NewBufferedLogger(w io.Writer, level slog.Leveler, interval time.Duration) 
 		return NewLogger(w, level), func() error { return nil }
 	}
 	bw := NewBufferedWriter(w, interval)
-	h := flushOnWarn{Handler: slog.NewJSONHandler(bw, &slog.HandlerOptions{Level: level}), bw: bw}
+	h := flushOnWarn{Handler: newJSONHandler(bw, level), bw: bw}
 	return slog.New(h), bw.Close
 }
 
