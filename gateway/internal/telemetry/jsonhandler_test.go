@@ -51,7 +51,7 @@ func TestJSONHandlerMatchesSlog(t *testing.T) {
 		{name: "kinds", msg: "m", level: slog.LevelWarn, time: at.In(time.FixedZone("X", -3*3600)), attrs: []slog.Attr{
 			slog.Int64("i", math.MinInt64), slog.Uint64("u", math.MaxUint64), slog.Bool("b", true),
 			slog.Duration("d", -1500*time.Millisecond), slog.Time("t", at), slog.Float64("zero", 0),
-			slog.Float64("neg", -0.0), slog.Float64("tiny", 1.5e-9), slog.Float64("huge", 3e21), slog.Float64("big", 1e20),
+			slog.Float64("neg", math.Copysign(0, -1)), slog.Float64("negsmall", -2.5), slog.Float64("tiny", 1.5e-9), slog.Float64("huge", 3e21), slog.Float64("big", 1e20),
 			slog.Float64("third", 1.0/3)}},
 		{name: "levels", msg: "m", level: slog.LevelError + 2, time: at},
 		{name: "no time", msg: "m"},
