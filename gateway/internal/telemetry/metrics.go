@@ -3,6 +3,7 @@ package telemetry
 import (
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,6 +27,19 @@ func MetricsHandler(reg *prometheus.Registry) http.Handler {
 type HTTPMetrics struct {
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
+	// handles caches the two series of each label combination (few: endpoints are fixed,
+	// methods normalised, statuses 100–599), saving the vectors' label hashing per request.
+	handles sync.Map // seriesKey → *series
+}
+
+type seriesKey struct {
+	endpoint, method string
+	status           int
+}
+
+type series struct {
+	count   prometheus.Counter
+	latency prometheus.Observer
 }
 
 // NewHTTPMetrics registers mcpgate_http_requests_total and mcpgate_http_request_duration_seconds
@@ -50,9 +64,21 @@ func NewHTTPMetrics(reg prometheus.Registerer) *HTTPMetrics {
 
 // Observe records one finished request.
 func (m *HTTPMetrics) Observe(endpoint, method string, status int, d time.Duration) {
-	s := statusLabel(status)
-	m.requests.WithLabelValues(endpoint, normMethod(method), s).Inc()
-	m.latency.WithLabelValues(endpoint, s).Observe(d.Seconds())
+	if status < 100 || status >= len(statusLabels) {
+		status = 0 // "other"
+	}
+	k := seriesKey{endpoint: endpoint, method: normMethod(method), status: status}
+	v, ok := m.handles.Load(k)
+	if !ok {
+		s := statusLabel(status)
+		v, _ = m.handles.LoadOrStore(k, &series{
+			count:   m.requests.WithLabelValues(k.endpoint, k.method, s),
+			latency: m.latency.WithLabelValues(k.endpoint, s),
+		})
+	}
+	sr := v.(*series)
+	sr.count.Inc()
+	sr.latency.Observe(d.Seconds())
 }
 
 // Middleware wraps next, recording its requests under endpoint.

@@ -235,3 +235,33 @@ func TestBufferedLogger(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestHTTPMetricsObserveCached: repeated observations of one label combination land in the
+// same series (through the handle cache), different ones in their own, odd values in "other".
+func TestHTTPMetricsObserveCached(t *testing.T) {
+	m := NewHTTPMetrics(nil)
+	for range 3 {
+		m.Observe("/mcp", "POST", 200, time.Millisecond)
+	}
+	m.Observe("/mcp", "GET", 200, time.Millisecond)
+	m.Observe("/mcp", "BREW", 999, time.Millisecond)
+	m.Observe("/mcp", "BREW", -5, time.Millisecond)
+	for _, c := range []struct {
+		method, status string
+		want           float64
+	}{{"POST", "200", 3}, {"GET", "200", 1}, {"other", "other", 2}} {
+		if got := testutil.ToFloat64(m.requests.WithLabelValues("/mcp", c.method, c.status)); got != c.want {
+			t.Errorf("requests{%s,%s} = %v, want %v", c.method, c.status, got, c.want)
+		}
+	}
+	if got := testutil.CollectAndCount(m.latency); got != 2 {
+		t.Errorf("latency series = %d, want 2 (200 and other)", got)
+	}
+}
+
+func BenchmarkHTTPMetricsObserve(b *testing.B) {
+	m := NewHTTPMetrics(nil)
+	for b.Loop() {
+		m.Observe("/mcp", "POST", 200, time.Millisecond)
+	}
+}
