@@ -24,7 +24,7 @@ func runBench(ctx context.Context, args []string) error {
 	duration := fs.Duration("duration", 10*time.Second, "measured time per target and concurrency")
 	warmup := fs.Duration("warmup", 2*time.Second, "unmeasured warm-up per target and concurrency")
 	concs := fs.String("c", "1,32", "concurrency levels")
-	rounds := fs.Int("rounds", 3, "rounds: each measures every concurrency and target once, in rotating order; the summary gives the median of the per-round ratios")
+	rounds := fs.Int("rounds", 5, "rounds: each measures every concurrency and target once, in rotating order; the summary gives the median of the per-round ratios")
 	binDir := fs.String("bin-dir", "", "directory holding handler and mcpgate (default: build them into a temp dir)")
 	repo := fs.String("repo", ".", "repository root (for building)")
 	tool := fs.String("tool", "hello_mcp", "tool to call")
@@ -198,11 +198,9 @@ func probe(ctx context.Context, t target, body string) error {
 	return nil
 }
 
-// load runs c workers calling t for d and returns the latency distribution of successes.
+// load runs c workers calling t for d, each on its own kept-alive connection with the raw
+// client (rawload.go), and returns the latency distribution of the successful calls.
 func load(ctx context.Context, t target, body string, c int, d time.Duration) result {
-	tr := &http.Transport{MaxIdleConns: c * 2, MaxIdleConnsPerHost: c * 2, DisableCompression: true}
-	defer tr.CloseIdleConnections()
-	client := &http.Client{Transport: tr}
 	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	var mu sync.Mutex
@@ -212,21 +210,24 @@ func load(ctx context.Context, t target, body string, c int, d time.Duration) re
 	start := time.Now()
 	for range c {
 		wg.Go(func() {
+			rc, err := newRawClient(t.url, requestHeaders(t), body)
+			if err != nil {
+				mu.Lock()
+				errs++
+				mu.Unlock()
+				return
+			}
+			rc.deadline = start.Add(d + 5*time.Second) // a call stuck at the end is cut off
+			defer rc.close()
 			lat := make([]time.Duration, 0, 1<<14)
 			e := 0
 			for ctx.Err() == nil {
 				t0 := time.Now()
-				resp, err := client.Do(newRequest(ctx, t, body))
-				if err != nil {
+				status, err := rc.do(ctx)
+				if err != nil || status != 200 {
 					if ctx.Err() == nil {
 						e++
 					}
-					continue
-				}
-				_, _ = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode != 200 {
-					e++
 					continue
 				}
 				lat = append(lat, time.Since(t0))
