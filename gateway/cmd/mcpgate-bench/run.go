@@ -176,10 +176,7 @@ type result struct {
 
 func newRequest(ctx context.Context, t target, body string) *http.Request {
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, t.url, strings.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "application/json, text/event-stream")
-	req.Header.Set("MCP-Protocol-Version", "2025-11-25")
-	for k, v := range t.headers {
+	for k, v := range requestHeaders(t) {
 		req.Header.Set(k, v)
 	}
 	return req

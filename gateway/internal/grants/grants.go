@@ -673,12 +673,9 @@ func (m *Manager) lookup(ctx context.Context, id []byte) (*record, [16]byte, err
 	ch := m.flight.DoChan(string(id)+"\x00"+strconv.FormatUint(epoch, 10), func() (any, error) {
 		// The read is shared, so it is not cut short when the first caller leaves; it keeps
 		// that caller's deadline, and every caller still waits no longer than its own.
-		fctx := context.WithoutCancel(ctx)
-		if dl, ok := ctx.Deadline(); ok {
-			var cancel context.CancelFunc
-			fctx, cancel = context.WithDeadline(fctx, dl)
-			defer cancel()
-		}
+		dl, _ := ctx.Deadline() // always set: the lookup timeout above
+		fctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), dl)
+		defer cancel()
 		fetched := time.Now()
 		rec, err := m.load(fctx, string(id))
 		return fetchedRecord{rec: rec, at: fetched}, err

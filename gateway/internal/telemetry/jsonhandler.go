@@ -56,7 +56,7 @@ func (h *jsonHandler) WithAttrs(as []slog.Attr) slog.Handler {
 		for _, a := range as {
 			var ok bool
 			if pre, ok = appendAttr(pre, a); !ok {
-				h2.fast = false
+				h2.fast, pre = false, nil
 				break
 			}
 		}
@@ -118,17 +118,11 @@ func (h *jsonHandler) Handle(ctx context.Context, r slog.Record) error {
 	return err
 }
 
-// appendAttr appends `,"key":value` for a simple attribute; ok is false (and b unusable)
-// for anything the standard handler must format. (slog drops only the zero Attr, whose kind
+// appendAttr appends `,"key":value` for a simple attribute; ok is false (and b, partly
+// written, unusable) for anything the standard handler must format. (slog drops only the zero Attr, whose kind
 // is KindAny: never one of these.)
 func appendAttr(b []byte, a slog.Attr) ([]byte, bool) {
 	v := a.Value
-	switch v.Kind() {
-	case slog.KindString, slog.KindInt64, slog.KindUint64, slog.KindFloat64, slog.KindBool,
-		slog.KindDuration, slog.KindTime:
-	default:
-		return b, false
-	}
 	b = append(b, ',')
 	b = appendJSONString(b, a.Key)
 	b = append(b, ':')
@@ -157,6 +151,8 @@ func appendAttr(b []byte, a slog.Attr) ([]byte, bool) {
 		b = append(b, '"')
 		b = t.AppendFormat(b, time.RFC3339Nano)
 		b = append(b, '"')
+	default:
+		return b, false
 	}
 	return b, true
 }
