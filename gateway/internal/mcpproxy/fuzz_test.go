@@ -64,6 +64,8 @@ func FuzzMCPMethod(f *testing.F) {
 	f.Add([]byte(`{"jsonrpc":"2.0","method":"resources/read","params":{"uri":"test://a\u00e9","x":[1,{"name":2}]},"id":"\ud83d\ude00"}`), "")
 	f.Add([]byte(`{"params":{"name":"a","arguments":{"name":"b"}},"method":"tools/call","method":"x"}`), "")
 	f.Add([]byte(`{"par\u0061ms":{"n\u0061me":"esc"},"method":null}`), "")
+	f.Add([]byte(`{"pARAms":{"nAme":"0"},"METHOD":"x"}`), "") // keys are case-sensitive (CI found this)
+	f.Add([]byte(`{"params":{"name":"a"},"params":{"uri":"b"},"method":"m"}`), "")
 	f.Fuzz(func(t *testing.T, body []byte, hdr string) {
 		h := http.Header{}
 		if hdr != "" {
@@ -76,26 +78,53 @@ func FuzzMCPMethod(f *testing.F) {
 		if hdr != "" || !utf8.Valid(body) {
 			return
 		}
-		// Differential: whenever encoding/json decodes the body, the scanner agrees.
-		var msg struct {
-			Method string `json:"method"`
-			Params struct {
-				Name string `json:"name"`
-				URI  string `json:"uri"`
-			} `json:"params"`
-		}
+		// Differential: whenever the body decodes as an object, the scanner agrees. Keys match
+		// exactly, as in the go-sdk's decoder (segmentio/encoding with
+		// DontMatchCaseInsensitiveStructFields): encoding/json's struct decoding would also
+		// accept "pARAms" or "nAme", so the reference decodes into maps, whose keys are exact.
 		trimmed := bytes.TrimLeft(body, " \t\r\n")
-		if len(trimmed) == 0 || trimmed[0] != '{' || json.Unmarshal(body, &msg) != nil {
+		if len(trimmed) == 0 || trimmed[0] != '{' {
 			return
 		}
-		wantName := msg.Params.Name
-		if wantName == "" {
-			wantName = msg.Params.URI
+		want, ok := exactKeyMethod(body)
+		if !ok {
+			return
 		}
-		if m != trunc(msg.Method) || n != trunc(wantName) {
-			t.Fatalf("body %q: scanner (%q, %q), encoding/json (%q, %q)", body, m, n, msg.Method, wantName)
+		if m != trunc(want.Method) || n != trunc(want.Name) {
+			t.Fatalf("body %q: scanner (%q, %q), encoding/json (%q, %q)", body, m, n, want.Method, want.Name)
 		}
 	})
+}
+
+// exactKeyMethod decodes body's method and params.name (or params.uri) with exact key
+// matching; ok is false when encoding/json rejects the body or a field has the wrong type.
+func exactKeyMethod(body []byte) (out struct{ Method, Name string }, ok bool) {
+	var top map[string]json.RawMessage
+	if json.Unmarshal(body, &top) != nil {
+		return out, false
+	}
+	str := func(m map[string]json.RawMessage, key string) (string, bool) {
+		var s string
+		if raw, present := m[key]; present && json.Unmarshal(raw, &s) != nil {
+			return "", false
+		}
+		return s, true
+	}
+	var params map[string]json.RawMessage
+	if raw, present := top["params"]; present && json.Unmarshal(raw, &params) != nil {
+		return out, false
+	}
+	method, ok1 := str(top, "method")
+	name, ok2 := str(params, "name")
+	uri, ok3 := str(params, "uri")
+	if !ok1 || !ok2 || !ok3 {
+		return out, false
+	}
+	if name == "" {
+		name = uri
+	}
+	out.Method, out.Name = method, name
+	return out, true
 }
 
 func FuzzHeaderValueAndBearer(f *testing.F) {

@@ -35,6 +35,9 @@ func mcpMethod(h http.Header, body []byte) (method, name string) {
 			method = v
 			return ok
 		case "params":
+			// A repeated "params" replaces the earlier one whole, as the go-sdk's
+			// json.RawMessage field does; its fields are not merged.
+			name, uri = "", ""
 			s.ws()
 			if s.i < len(s.b) && s.b[s.i] == '{' {
 				return s.object(func(k []byte) bool {
@@ -72,8 +75,8 @@ func trunc(s string) string {
 	return s
 }
 
-// scanner is a minimal JSON reader over b (RFC 8259 syntax; duplicate keys: the last wins,
-// as in encoding/json).
+// scanner is a minimal JSON reader over b (RFC 8259 syntax; keys match exactly, as in the
+// go-sdk's decoder; duplicate keys: the last wins).
 type scanner struct {
 	b []byte
 	i int
