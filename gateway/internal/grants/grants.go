@@ -780,7 +780,7 @@ func (m *Manager) revoke(ctx context.Context, id string) (bool, error) {
 		return false, unavailable("delete grant", err)
 	}
 	m.invalidate(id)
-	if err := m.st.Publish(ctx, RevokedChannel, []byte(id)); err != nil {
+	if _, err := m.st.Publish(ctx, RevokedChannel, []byte(id)); err != nil {
 		// The record is gone; other replicas stop trusting their cached copy within CacheTTL.
 		m.log.Warn("publish grant revocation failed", "grant", LogID(id), "err", err)
 	}

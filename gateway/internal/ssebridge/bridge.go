@@ -44,7 +44,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/mcpgate/mcpgate/gateway/internal/grants"
 	"github.com/mcpgate/mcpgate/gateway/internal/mcpproxy"
@@ -163,8 +162,6 @@ type Bridge struct {
 	client   *http.Client
 	log      *slog.Logger
 	metrics  *metrics
-	publish  func(ctx context.Context, channel string, msg []byte) (int64, error)
-	expire   func(ctx context.Context, keys []string, ttl time.Duration) ([]bool, error)
 	keyTTL   time.Duration
 	ready    atomic.Bool // the replica's subscription is up
 	closing  atomic.Bool
@@ -233,74 +230,12 @@ func New(cfg Config) (*Bridge, error) {
 	// /mcp/message belongs to /mcp/sse: same resource and metadata, its own name in logs.
 	b.msgEP = b.sseEP
 	b.msgEP.Name = MessagePath
-	b.publish = publisher(cfg.Store)
-	b.expire = expirer(cfg.Store)
 	return b, nil
-}
-
-// expirer returns a function that extends the TTL of existing keys and reports which exist:
-// one pipelined round trip per batch on Redis, one SetXX per key elsewhere.
-func expirer(st store.Store) func(context.Context, []string, time.Duration) ([]bool, error) {
-	if r, ok := st.(*store.Redis); ok {
-		c := r.Client()
-		return func(ctx context.Context, keys []string, ttl time.Duration) ([]bool, error) {
-			pipe := c.Pipeline()
-			cmds := make([]*redis.BoolCmd, len(keys))
-			for i, k := range keys {
-				cmds[i] = pipe.PExpire(ctx, k, ttl)
-			}
-			if _, err := pipe.Exec(ctx); err != nil {
-				return nil, fmt.Errorf("ssebridge: expire: %w", err)
-			}
-			out := make([]bool, len(keys))
-			for i, cmd := range cmds {
-				out[i] = cmd.Val()
-			}
-			return out, nil
-		}
-	}
-	return func(ctx context.Context, keys []string, ttl time.Duration) ([]bool, error) {
-		out := make([]bool, len(keys))
-		for i, k := range keys {
-			v, err := st.Get(ctx, k)
-			if errors.Is(err, store.ErrNotFound) {
-				continue
-			}
-			if err != nil {
-				return nil, fmt.Errorf("ssebridge: expire: %w", err)
-			}
-			if out[i], err = st.SetXX(ctx, k, v, ttl); err != nil {
-				return nil, fmt.Errorf("ssebridge: expire: %w", err)
-			}
-		}
-		return out, nil
-	}
 }
 
 func setDefault[T int | int64 | time.Duration](p *T, def T) {
 	if *p <= 0 {
 		*p = def
-	}
-}
-
-// publisher returns a publish function that reports how many subscribers received the
-// message: Redis says so; the memory store (one replica) reports 1.
-func publisher(st store.Store) func(context.Context, string, []byte) (int64, error) {
-	if r, ok := st.(*store.Redis); ok {
-		c := r.Client()
-		return func(ctx context.Context, ch string, msg []byte) (int64, error) {
-			n, err := c.Publish(ctx, ch, msg).Result()
-			if err != nil {
-				return 0, fmt.Errorf("ssebridge: publish: %w", err)
-			}
-			return n, nil
-		}
-	}
-	return func(ctx context.Context, ch string, msg []byte) (int64, error) {
-		if err := st.Publish(ctx, ch, msg); err != nil {
-			return 0, fmt.Errorf("ssebridge: publish: %w", err)
-		}
-		return 1, nil
 	}
 }
 
@@ -515,7 +450,7 @@ func (b *Bridge) heartbeat(ctx context.Context) {
 			keys[i] = s.key
 		}
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		found, err := b.expire(cctx, keys, b.keyTTL)
+		found, err := b.cfg.Store.Expire(cctx, b.keyTTL, keys...)
 		for i := 0; err == nil && i < len(chunk); i++ {
 			if !found[i] && b.holds(chunk[i]) {
 				// The key vanished (expired during an outage, or Redis restarted): restore it.

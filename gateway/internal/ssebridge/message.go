@@ -188,7 +188,7 @@ func (b *Bridge) serveMessage(w http.ResponseWriter, r *http.Request, c *mcpprox
 		writeRPCError(w, http.StatusNotFound, codeInvalidRequest, "Session not found")
 		return
 	}
-	n, err := b.publish(ctx, store.Key("sse", "replica", rec.Replica), encodeEnvelope(id, bind, j.reqID, j.raw))
+	n, err := b.cfg.Store.Publish(ctx, store.Key("sse", "replica", rec.Replica), encodeEnvelope(id, bind, j.reqID, j.raw))
 	if err != nil {
 		c.Outcome = "store_unavailable"
 		b.metrics.rejected.WithLabelValues("store_unavailable").Inc()

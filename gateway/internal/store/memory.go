@@ -168,6 +168,38 @@ func (m *Memory) Del(ctx context.Context, keys ...string) error {
 	return nil
 }
 
+// Exists implements Store.
+func (m *Memory) Exists(ctx context.Context, keys ...string) ([]bool, error) {
+	if err := m.lock(); err != nil {
+		return nil, err
+	}
+	defer m.mu.Unlock()
+	out := make([]bool, len(keys))
+	for i, k := range keys {
+		out[i] = m.item(k) != nil
+	}
+	return out, nil
+}
+
+// Expire implements Store.
+func (m *Memory) Expire(ctx context.Context, ttl time.Duration, keys ...string) ([]bool, error) {
+	if ttl <= 0 {
+		return nil, errBadTTL
+	}
+	if err := m.lock(); err != nil {
+		return nil, err
+	}
+	defer m.mu.Unlock()
+	out := make([]bool, len(keys))
+	for i, k := range keys {
+		if it := m.item(k); it != nil {
+			it.exp = m.expiry(ttl)
+			out[i] = true
+		}
+	}
+	return out, nil
+}
+
 // SAdd implements Store.
 func (m *Memory) SAdd(ctx context.Context, key, member string, ttl time.Duration) error {
 	if err := m.lock(); err != nil {
@@ -272,21 +304,23 @@ func sendState(ch chan bool, v bool) {
 }
 
 // Publish implements Store. A subscriber whose buffer is full loses the message and is told
-// so through its State channel (false then true).
-func (m *Memory) Publish(ctx context.Context, channel string, msg []byte) error {
+// so through its State channel (false then true); it is not counted as a receiver.
+func (m *Memory) Publish(ctx context.Context, channel string, msg []byte) (int64, error) {
 	if err := m.lock(); err != nil {
-		return err
+		return 0, err
 	}
 	defer m.mu.Unlock()
+	var n int64
 	for s := range m.subs[channel] {
 		select {
 		case s.msgs <- bytes.Clone(msg):
+			n++
 		default:
 			sendState(s.state, false)
 			sendState(s.state, true)
 		}
 	}
-	return nil
+	return n, nil
 }
 
 // Subscribe implements Store. The subscription ends when ctx ends or Close is called.

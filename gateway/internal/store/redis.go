@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -177,8 +178,59 @@ func (r *Redis) SMembers(ctx context.Context, key string) ([]string, error) {
 }
 
 // Publish implements Store.
-func (r *Redis) Publish(ctx context.Context, channel string, msg []byte) error {
-	return wrap("PUBLISH", r.client.Publish(ctx, channel, msg).Err())
+func (r *Redis) Publish(ctx context.Context, channel string, msg []byte) (int64, error) {
+	n, err := r.client.Publish(ctx, channel, msg).Result()
+	return n, wrap("PUBLISH", err)
+}
+
+// pipelineBatch bounds how many commands one pipelined round trip of Exists or Expire sends,
+// so that a long key list neither builds one huge request nor holds a connection for long.
+const pipelineBatch = 500
+
+// Exists implements Store: one EXISTS per key (each on its own slot, as for Del), pipelined
+// pipelineBatch at a time.
+func (r *Redis) Exists(ctx context.Context, keys ...string) ([]bool, error) {
+	out := make([]bool, 0, len(keys))
+	for chunk := range slices.Chunk(keys, pipelineBatch) {
+		cmds := make([]*redis.IntCmd, len(chunk))
+		_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i, k := range chunk {
+				cmds[i] = p.Exists(ctx, k)
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, wrap("EXISTS", err)
+		}
+		for _, c := range cmds {
+			out = append(out, c.Val() > 0)
+		}
+	}
+	return out, nil
+}
+
+// Expire implements Store: one PEXPIRE per key, pipelined pipelineBatch at a time.
+func (r *Redis) Expire(ctx context.Context, ttl time.Duration, keys ...string) ([]bool, error) {
+	if ttl <= 0 {
+		return nil, errBadTTL
+	}
+	out := make([]bool, 0, len(keys))
+	for chunk := range slices.Chunk(keys, pipelineBatch) {
+		cmds := make([]*redis.BoolCmd, len(chunk))
+		_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i, k := range chunk {
+				cmds[i] = p.PExpire(ctx, k, ttl)
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, wrap("PEXPIRE", err)
+		}
+		for _, c := range cmds {
+			out = append(out, c.Val())
+		}
+	}
+	return out, nil
 }
 
 // Ping implements Store.

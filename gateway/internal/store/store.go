@@ -13,6 +13,9 @@ import (
 // ErrNotFound is returned by Get and GetDel when the key does not exist (or has expired).
 var ErrNotFound = errors.New("store: not found")
 
+// errBadTTL is returned by Expire for a ttl that is not positive.
+var errBadTTL = errors.New("store: expire: ttl must be positive")
+
 // Prefix is the namespace of every key the gateway writes.
 const Prefix = "mcpgate"
 
@@ -46,8 +49,14 @@ type Store interface {
 	SRem(ctx context.Context, key, member string) error
 	// SMembers returns the members of the set at key (empty if missing).
 	SMembers(ctx context.Context, key string) ([]string, error)
-	// Publish sends msg to every subscriber of channel.
-	Publish(ctx context.Context, channel string, msg []byte) error
+	// Exists reports, for each key in order, whether it exists (any kind of value).
+	Exists(ctx context.Context, keys ...string) ([]bool, error)
+	// Expire sets the ttl (> 0) of each key that exists and reports, for each key in order,
+	// whether it did.
+	Expire(ctx context.Context, ttl time.Duration, keys ...string) ([]bool, error)
+	// Publish sends msg to every subscriber of channel and reports how many received it (on
+	// Redis, the subscribers connected to the server that took the PUBLISH).
+	Publish(ctx context.Context, channel string, msg []byte) (int64, error)
 	// Subscribe subscribes to channel until ctx ends or the subscription is closed.
 	Subscribe(ctx context.Context, channel string) (Subscription, error)
 	// Ping checks that the store is reachable.

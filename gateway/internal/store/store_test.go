@@ -193,6 +193,60 @@ func TestStore(t *testing.T) {
 				must(t, st.SAdd(ctx, k("st"), "x", 50*time.Millisecond))
 				waitFor(t, func() bool { m, err := st.SMembers(ctx, k("st")); return err == nil && len(m) == 0 })
 			}},
+			{"exists", func(t *testing.T) {
+				must(t, st.Set(ctx, k("e1"), []byte("1"), 0))
+				must(t, st.SAdd(ctx, k("e2"), "m", 0))
+				must(t, st.Set(ctx, k("gone"), []byte("x"), 30*time.Millisecond))
+				waitFor(t, func() bool { _, err := st.Get(ctx, k("gone")); return errors.Is(err, store.ErrNotFound) })
+				got, err := st.Exists(ctx, k("e1"), k("never"), k("e2"), k("gone"), k("e1"))
+				if err != nil || !slices.Equal(got, []bool{true, false, true, false, true}) {
+					t.Fatalf("Exists = %v, %v", got, err)
+				}
+				if got, err := st.Exists(ctx); err != nil || len(got) != 0 {
+					t.Fatalf("Exists of no keys = %v, %v", got, err)
+				}
+			}},
+			{"exists across pipeline batches", func(t *testing.T) {
+				keys := make([]string, 1234)
+				want := make([]bool, len(keys))
+				for i := range keys {
+					keys[i] = k(fmt.Sprint(i))
+					if i%7 == 3 {
+						must(t, st.Set(ctx, keys[i], []byte("v"), time.Minute))
+						want[i] = true
+					}
+				}
+				got, err := st.Exists(ctx, keys...)
+				if err != nil || !slices.Equal(got, want) {
+					t.Fatalf("Exists of %d keys: %d answers, equal %v, %v", len(keys), len(got), slices.Equal(got, want), err)
+				}
+			}},
+			{"expire", func(t *testing.T) {
+				must(t, st.Set(ctx, k("x1"), []byte("1"), 0))
+				must(t, st.Set(ctx, k("x2"), []byte("2"), time.Hour))
+				got, err := st.Expire(ctx, 40*time.Millisecond, k("x1"), k("never"), k("x2"))
+				if err != nil || !slices.Equal(got, []bool{true, false, true}) {
+					t.Fatalf("Expire = %v, %v", got, err)
+				}
+				if _, err := st.Get(ctx, k("never")); !errors.Is(err, store.ErrNotFound) {
+					t.Fatalf("Expire created a missing key: %v", err)
+				}
+				waitFor(t, func() bool {
+					e, err := st.Exists(ctx, k("x1"), k("x2"))
+					return err == nil && !e[0] && !e[1]
+				})
+				must(t, st.Set(ctx, k("x3"), []byte("3"), 40*time.Millisecond))
+				if got, err := st.Expire(ctx, time.Hour, k("x3")); err != nil || !got[0] {
+					t.Fatalf("Expire to extend = %v, %v", got, err)
+				}
+				time.Sleep(100 * time.Millisecond) // past the first ttl: the key must still be there
+				if v, err := st.Get(ctx, k("x3")); err != nil || string(v) != "3" {
+					t.Fatalf("extended key = %q, %v", v, err)
+				}
+				if _, err := st.Expire(ctx, 0, k("x3")); err == nil {
+					t.Fatal("Expire with ttl 0 succeeded; want an error (a zero ttl is not a deletion)")
+				}
+			}},
 			{"ping", func(t *testing.T) { must(t, st.Ping(ctx)) }},
 			{"pubsub", func(t *testing.T) {
 				sub, err := st.Subscribe(ctx, k("chan"))
@@ -202,9 +256,13 @@ func TestStore(t *testing.T) {
 				defer sub.Close()
 				waitState(t, sub, true)
 				for i := range 3 {
-					must(t, st.Publish(ctx, k("chan"), fmt.Appendf(nil, "m%d", i)))
+					if n, err := st.Publish(ctx, k("chan"), fmt.Appendf(nil, "m%d", i)); err != nil || n != 1 {
+						t.Fatalf("Publish to one subscriber: %d receivers, %v", n, err)
+					}
 				}
-				must(t, st.Publish(ctx, k("other"), []byte("not for us")))
+				if n, err := st.Publish(ctx, k("other"), []byte("not for us")); err != nil || n != 0 {
+					t.Fatalf("Publish to nobody: %d receivers, %v", n, err)
+				}
 				for i := range 3 {
 					if got := recv(t, sub); string(got) != fmt.Sprintf("m%d", i) {
 						t.Fatalf("message %d = %q", i, got)
@@ -238,7 +296,7 @@ func TestRedisSubscriptionDropAndRecover(t *testing.T) {
 	}
 	defer sub.Close()
 	waitState(t, sub, true)
-	must(t, st.Publish(ctx, "mcpgate:test:drop", []byte("before")))
+	mustPublish(t, st, "mcpgate:test:drop", "before")
 	if got := recv(t, sub); string(got) != "before" {
 		t.Fatalf("got %q", got)
 	}
@@ -251,7 +309,7 @@ func TestRedisSubscriptionDropAndRecover(t *testing.T) {
 
 	srv.Restart(t)
 	waitState(t, sub, true)
-	must(t, st.Publish(ctx, "mcpgate:test:drop", []byte("after")))
+	mustPublish(t, st, "mcpgate:test:drop", "after")
 	if got := recv(t, sub); string(got) != "after" {
 		t.Fatalf("got %q", got)
 	}
@@ -274,7 +332,7 @@ func TestRedisSubscribeWhileDown(t *testing.T) {
 	defer sub.Close()
 	srv.Restart(t)
 	waitState(t, sub, true)
-	must(t, st.Publish(ctx, "mcpgate:test:late", []byte("hi")))
+	mustPublish(t, st, "mcpgate:test:late", "hi")
 	if got := recv(t, sub); string(got) != "hi" {
 		t.Fatalf("got %q", got)
 	}
@@ -312,10 +370,17 @@ func TestMemorySlowSubscriberSeesDrop(t *testing.T) {
 	sub, _ := st.Subscribe(ctx, "c")
 	waitState(t, sub, true)
 	for range 300 {
-		must(t, st.Publish(ctx, "c", []byte("x")))
+		mustPublish(t, st, "c", "x")
 	}
 	waitState(t, sub, false)
 	waitState(t, sub, true)
+}
+
+func mustPublish(t *testing.T, st store.Store, channel, msg string) {
+	t.Helper()
+	if _, err := st.Publish(t.Context(), channel, []byte(msg)); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
