@@ -73,25 +73,13 @@ func (lb *keysLB) route(t *testing.T, gws ...*harness.Gateway) {
 
 // startKeysReplica starts one gateway replica of a shared deployment: public URL, Redis,
 // state directory (session ring, clients, function-key file), development login, and rate
-// limits high enough for the load.
-func startKeysReplica(t *testing.T, id, public, backend, key string, rds *harness.Redis, state string) *harness.Gateway {
+// limits high enough for the load; args come last (a flag given twice: the last wins).
+func startKeysReplica(t *testing.T, id, public, backend, key string, rds *harness.Redis, state string, args ...string) *harness.Gateway {
 	t.Helper()
 	g := harness.StartGateway(t, harness.GatewayOptions{BackendURL: backend, FunctionKey: key, RedisURL: rds.URL(), StateDir: state, Dev: true,
-		Args: []string{"--public-url", public, "--replica-id", id, "--rate-limit-rps", "2000", "--rate-limit-burst", "4000"}})
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		resp, err := http.Get(g.URL + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return g
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("replica %s not ready: %v", id, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		Args: append([]string{"--public-url", public, "--replica-id", id, "--rate-limit-rps", "2000", "--rate-limit-burst", "4000"}, args...)})
+	waitReady(t, g.URL)
+	return g
 }
 
 // keysLoad runs tools/call (hello_mcp) through the public URL with a set of access tokens,
@@ -148,6 +136,16 @@ func (l *keysLoad) stop() {
 	l.wg.Wait()
 }
 
+// stopNoFailures stops the load and fails the test if any call failed during what.
+func (l *keysLoad) stopNoFailures(t *testing.T, what string) {
+	t.Helper()
+	l.stop()
+	t.Logf("%d calls during %s, %d failed", l.ok.Load(), what, l.failed.Load())
+	if n := l.failed.Load(); n != 0 {
+		t.Fatalf("%d calls failed during %s: %v", n, what, l.failures)
+	}
+}
+
 // waitCalls waits (bounded) until n more calls have succeeded.
 func (l *keysLoad) waitCalls(t *testing.T, n int64) {
 	t.Helper()
@@ -164,10 +162,17 @@ func (l *keysLoad) waitCalls(t *testing.T, n int64) {
 func newKeysClient() *http.Client { return &http.Client{Timeout: 20 * time.Second} }
 
 // keysCall sends one tools/call and checks its JSON-RPC result.
-func keysCall(hc *http.Client, base, token string) error {
+func keysCall(hc *http.Client, base, token string) error { return keysCallVia(hc, base, "", token) }
+
+// keysCallVia is keysCall sent to base with the Host header host (one replica of the
+// deployment whose public host is host); an empty host is base's.
+func keysCallVia(hc *http.Client, base, host, token string) error {
 	req, err := http.NewRequest(http.MethodPost, base+"/mcp", strings.NewReader(keysToolCall))
 	if err != nil {
 		return err
+	}
+	if host != "" {
+		req.Host = host
 	}
 	req.Header.Set("Authorization", "Bearer "+token)
 	req.Header.Set("Content-Type", "application/json")

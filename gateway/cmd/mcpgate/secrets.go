@@ -22,10 +22,12 @@ func secretsUsage(w io.Writer) {
 
   generate   create the session-key ring if it does not exist (idempotent; --force replaces it,
              which ends every session)
-  rotate     rotate the ring with no invalid token: add a "next" key; once every gateway has
-             reloaded the ring (one reload interval, 1 min) promote it to "active" (the old
-             active key becomes "retired" and still opens tokens); drop retired keys older
-             than --retire-after. Run it twice a minute apart, or once with --wait.
+  rotate     rotate the ring with no invalid token: add a "next" key; once every gateway
+             holds it, promote it to "active" (the old active key becomes "retired" and still
+             opens tokens); drop retired keys older than --retire-after. With --gateway-url it
+             asks the gateway's /readyz?replicas=1 which keys every replica holds; without,
+             it assumes every replica has reloaded after one reload interval (1 min,
+             MCPGATE_SESSION_KEYS_RELOAD_INTERVAL). Run it twice, or once with --wait.
   list       show key ids, states and dates (never key material)
 
 The ring lives in a file (--file, default `+localRingFile+`) or a Key Vault secret
@@ -60,13 +62,16 @@ func runSecrets(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	secret := fs.String("secret", "", "Key Vault secret name of the ring (MCPGATE_SESSION_KEYS_SECRET)")
 	asJSON := fs.Bool("json", false, "print the result as JSON on stdout")
 	var force, wait bool
-	var reload, retire time.Duration
+	var reload, retire, timeout time.Duration
+	var gatewayURL string
 	switch sub {
 	case "generate":
 		fs.BoolVar(&force, "force", false, "replace an existing ring: every session and token stops working")
 	case "rotate":
-		fs.BoolVar(&wait, "wait", false, "after adding the next key, wait one reload interval and promote it")
-		fs.DurationVar(&reload, "reload-interval", session.DefaultReloadInterval, "how often the gateways reload the ring")
+		fs.BoolVar(&wait, "wait", false, "after adding the next key, wait until every gateway holds it (one reload interval, or what --gateway-url reports) and promote it")
+		fs.DurationVar(&reload, "reload-interval", session.DefaultReloadInterval, "how often the gateways reload the ring (MCPGATE_SESSION_KEYS_RELOAD_INTERVAL); used without --gateway-url")
+		fs.StringVar(&gatewayURL, "gateway-url", "", "gateway base URL: promote once /readyz?replicas=1 shows every replica holding the next key (e.g. "+localGatewayURL+")")
+		fs.DurationVar(&timeout, "timeout", 10*time.Minute, "with --wait and --gateway-url: how long to wait for every replica")
 		fs.DurationVar(&retire, "retire-after", 720*time.Hour, "drop retired keys older than this (the longest refresh-token lifetime, MCPGATE_REFRESH_TOKEN_TTL)")
 	}
 	if err := parseFlags(fs, args[1:]); err != nil {
@@ -99,6 +104,7 @@ func runSecrets(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	case "rotate":
 		res, err = keyrotation.RotateRing(ctx, store, keyrotation.RingRotateOptions{
 			ReloadInterval: reload, RetireAfter: retire, Wait: wait, Progress: stderr,
+			GatewayURL: gatewayURL, Timeout: timeout,
 		})
 	case "list":
 		res, err = keyrotation.ListRing(ctx, store)

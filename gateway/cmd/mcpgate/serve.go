@@ -169,9 +169,9 @@ func newGateway(ctx context.Context, cfg *config.Serve, logger *slog.Logger) (gw
 	}
 	if cfg.SessionKeysSecret != "" {
 		// In Azure the ring is created after provisioning: start alive, not ready, until it exists.
-		g.keeper, err = session.NewPendingKeeper(ringSrc.Get, time.Minute, logger)
+		g.keeper, err = session.NewPendingKeeper(ringSrc.Get, cfg.SessionKeysReloadInterval, logger)
 	} else {
-		g.keeper, err = session.NewKeeper(ctx, ringSrc.Get, time.Minute, logger)
+		g.keeper, err = session.NewKeeper(ctx, ringSrc.Get, cfg.SessionKeysReloadInterval, logger)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("load the session-key ring from %s: %w (create it with `mcpgate secrets generate`)", ringSrc.Describe(), err)
@@ -203,7 +203,7 @@ func newGateway(ctx context.Context, cfg *config.Serve, logger *slog.Logger) (gw
 		keyOpts.PollInterval = time.Minute
 	}
 	g.keys = funckey.New(keySrc, keyOpts)
-	if g.replica, err = ops.NewRegistry(g.store, replicaID, g.keys, ops.RegistryOptions{Logger: logger}); err != nil {
+	if g.replica, err = ops.NewRegistry(g.store, replicaID, g.keys, ops.RegistryOptions{Logger: logger, Ring: g.keeper}); err != nil {
 		return nil, err
 	}
 

@@ -53,6 +53,9 @@ type Serve struct {
 	RequiredRoles       string
 	AllowedEmailDomains string
 
+	// SessionKeysReloadInterval is how often the session-key ring is re-read.
+	SessionKeysReloadInterval time.Duration
+
 	AccessTokenTTL  time.Duration
 	RefreshTokenTTL time.Duration
 	RateLimitRPS    float64
@@ -116,6 +119,7 @@ func (c *Serve) Settings() []Setting {
 		{"function-key-secret", "MCPGATE_FUNCTION_KEY_SECRET", "", "Key Vault secret name of the function key", str(&c.FunctionKeySecret)},
 		{"session-keys-file", "MCPGATE_SESSION_KEYS_FILE", ".mcpgate/session-keys.json", "session-key ring JSON file (created on first local start)", str(&c.SessionKeysFile)},
 		{"session-keys-secret", "MCPGATE_SESSION_KEYS_SECRET", "", "Key Vault secret name of the session-key ring", str(&c.SessionKeysSecret)},
+		{"session-keys-reload-interval", "MCPGATE_SESSION_KEYS_RELOAD_INTERVAL", "1m", "how often the session-key ring is re-read (1s–1h); `mcpgate secrets rotate` without --gateway-url waits this long before promoting a next key", dur(&c.SessionKeysReloadInterval)},
 		{"clients-store", "MCPGATE_CLIENTS_STORE", ".mcpgate/clients", "durable client registrations: a directory or a blob container URL (https://…/container)", str(&c.ClientsStore)},
 		{"clients-file", "MCPGATE_CLIENTS_FILE", "", "JSON file of pre-registered OAuth clients", str(&c.ClientsFile)},
 		{"upstream-issuer", "MCPGATE_UPSTREAM_ISSUER", "", "upstream OIDC issuer URL (any OIDC provider)", str(&c.UpstreamIssuer)},
@@ -243,6 +247,9 @@ func (c *Serve) Validate() error {
 	}
 	if c.KeyVaultURL == "" && (c.FunctionKeySecret != "" || c.SessionKeysSecret != "") {
 		errs = append(errs, errors.New("MCPGATE_FUNCTION_KEY_SECRET / MCPGATE_SESSION_KEYS_SECRET need MCPGATE_KEYVAULT_URL"))
+	}
+	if c.SessionKeysReloadInterval < time.Second || c.SessionKeysReloadInterval > time.Hour {
+		errs = append(errs, errors.New("MCPGATE_SESSION_KEYS_RELOAD_INTERVAL must be between 1s and 1h"))
 	}
 	if c.LogFlushInterval < 0 || c.LogFlushInterval > 10*time.Second {
 		errs = append(errs, errors.New("MCPGATE_LOG_FLUSH_INTERVAL must be between 0 and 10s"))

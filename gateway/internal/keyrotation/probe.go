@@ -18,6 +18,9 @@ type Replica struct {
 	KeyFingerprint string    `json:"key_fingerprint"`
 	Time           time.Time `json:"time"`
 	Ready          bool      `json:"ready"`
+	// RingKeyIDs are the session-key ids the replica holds (absent from gateways older than
+	// this field).
+	RingKeyIDs []string `json:"ring_key_ids"`
 }
 
 // maxProbeBody bounds what is read of a probe response.

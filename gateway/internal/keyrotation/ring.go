@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/mcpgate/mcpgate/gateway/internal/session"
@@ -30,14 +33,16 @@ type RingResult struct {
 	Added    string   `json:"added,omitempty"`
 	Promoted string   `json:"promoted,omitempty"`
 	Dropped  []string `json:"dropped,omitempty"`
-	// PromoteAfter is when the next key may be promoted (every replica has reloaded by then).
+	// PromoteAfter is when the next key may be promoted (every replica has reloaded by then);
+	// unset with a gateway URL, where the replicas say when.
 	PromoteAfter time.Time `json:"promote_after,omitzero"`
 	// Message is a human summary (warnings included).
 	Message string `json:"message"`
 }
 
 // ErrTooEarly is returned by RotateRing (without Wait) when the next key is younger than one
-// reload interval: promoting it now could seal tokens that a replica cannot open yet.
+// reload interval, or with GatewayURL not yet held by every replica: promoting it now could
+// seal tokens that a replica cannot open yet.
 var ErrTooEarly = errors.New("too early to promote the next session key")
 
 func describeRing(r *session.Ring) []RingKey {
@@ -132,8 +137,20 @@ type RingRotateOptions struct {
 	// RetireAfter is how long a retired key keeps opening tokens (default 720 h, the default
 	// refresh-token lifetime MCPGATE_REFRESH_TOKEN_TTL): older retired keys are dropped.
 	RetireAfter time.Duration
-	// Wait: wait for the reload interval instead of stopping after adding the next key.
+	// Wait: wait for the reload interval (or, with GatewayURL, for every replica to hold the
+	// next key) instead of stopping after adding the next key.
 	Wait bool
+	// GatewayURL, when set, is the base URL of the gateway (any replica): its
+	// /readyz?replicas=1 lists the session-key ids each live replica holds, and the next key
+	// is promoted as soon as every replica holds it, instead of after ReloadInterval. A
+	// replica that cannot read the ring (Key Vault access, a wrong file) then holds the
+	// promotion back instead of rejecting every token sealed with the new key.
+	GatewayURL string
+	// HTTPClient probes GatewayURL (default: 10 s timeout).
+	HTTPClient *http.Client
+	// Timeout bounds the wait for the replicas (default 10 min); Poll is the interval between
+	// probes (default 2 s).
+	Timeout, Poll time.Duration
 	// Progress receives one line per step (default: discard).
 	Progress io.Writer
 	// Now is the clock (default time.Now).
@@ -177,24 +194,45 @@ func RotateRing(ctx context.Context, s Secret, o RingRotateOptions) (*RingResult
 		next, res.Added = k, k.ID
 		fmt.Fprintf(o.Progress, "added next key %s to %s: every gateway learns it at its next reload (within %s)\n", k.ID, s.Describe(), o.ReloadInterval)
 	}
-	res.PromoteAfter = next.Created.Add(o.ReloadInterval + time.Second)
-	if wait := res.PromoteAfter.Sub(o.Now()); wait > 0 {
-		if !o.Wait {
-			res.Action, res.Keys = "added-next", describeRing(r)
-			if res.Added == "" {
-				res.Action = "waiting"
-				res.Message = fmt.Sprintf("next key %s is younger than one reload interval (%s): run `mcpgate secrets rotate` again after %s, or pass --wait",
-					next.ID, o.ReloadInterval, res.PromoteAfter.Format(time.RFC3339))
-				return res, fmt.Errorf("%w: %s", ErrTooEarly, res.Message)
-			}
-			res.Message = fmt.Sprintf("added next key %s; run `mcpgate secrets rotate` again after %s (one reload interval, %s) to promote it, or pass --wait",
-				next.ID, res.PromoteAfter.Format(time.RFC3339), o.ReloadInterval)
-			return res, nil
-		}
-		fmt.Fprintf(o.Progress, "waiting %s until every gateway has reloaded the ring\n", wait.Round(time.Second))
-		if err := sleep(ctx, wait); err != nil {
+	var ready, waited bool // every gateway holds the next key; we waited for that
+	var pending string     // for the message when not ready
+	if o.GatewayURL != "" {
+		if ready, waited, pending, err = ringReplicasReady(ctx, o, next.ID); err != nil {
 			return nil, err
 		}
+	} else {
+		res.PromoteAfter = next.Created.Add(o.ReloadInterval + time.Second)
+		wait := res.PromoteAfter.Sub(o.Now())
+		ready = wait <= 0
+		if !ready && o.Wait {
+			fmt.Fprintf(o.Progress, "waiting %s until every gateway has reloaded the ring\n", wait.Round(time.Second))
+			if err := sleep(ctx, wait); err != nil {
+				return nil, err
+			}
+			ready, waited = true, true
+		}
+	}
+	if !ready {
+		res.Action, res.Keys = "added-next", describeRing(r)
+		if res.Added == "" {
+			res.Action = "waiting"
+			if o.GatewayURL != "" {
+				res.Message = fmt.Sprintf("next key %s is not held by every gateway replica yet (%s): run `mcpgate secrets rotate` again shortly, or pass --wait", next.ID, pending)
+			} else {
+				res.Message = fmt.Sprintf("next key %s is younger than one reload interval (%s): run `mcpgate secrets rotate` again after %s, or pass --wait",
+					next.ID, o.ReloadInterval, res.PromoteAfter.Format(time.RFC3339))
+			}
+			return res, fmt.Errorf("%w: %s", ErrTooEarly, res.Message)
+		}
+		if o.GatewayURL != "" {
+			res.Message = fmt.Sprintf("added next key %s; once every gateway replica holds it (%s), run `mcpgate secrets rotate` again to promote it, or pass --wait", next.ID, pending)
+		} else {
+			res.Message = fmt.Sprintf("added next key %s; run `mcpgate secrets rotate` again after %s (one reload interval, %s) to promote it, or pass --wait",
+				next.ID, res.PromoteAfter.Format(time.RFC3339), o.ReloadInterval)
+		}
+		return res, nil
+	}
+	if waited {
 		// Re-read: promote what the store holds now.
 		if r, err = loadRing(ctx, s); err != nil {
 			return nil, err
@@ -222,6 +260,47 @@ func RotateRing(ctx context.Context, s Secret, o RingRotateOptions) (*RingResult
 	}
 	fmt.Fprintln(o.Progress, res.Message)
 	return res, nil
+}
+
+// ringReplicasReady asks o.GatewayURL whether every live replica holds session key kid: once
+// without o.Wait (pending then says which replicas do not), else until they all do or
+// o.Timeout passes (an error that names them).
+func ringReplicasReady(ctx context.Context, o RingRotateOptions, kid string) (ready, waited bool, pending string, err error) {
+	hc := o.HTTPClient
+	if hc == nil {
+		hc = &http.Client{Timeout: 10 * time.Second}
+	}
+	timeout, poll := o.Timeout, o.Poll
+	if timeout <= 0 {
+		timeout = 10 * time.Minute
+	}
+	if poll <= 0 {
+		poll = 2 * time.Second
+	}
+	holds := func(rep Replica) (string, bool) {
+		if slices.Contains(rep.RingKeyIDs, kid) {
+			return "", true
+		}
+		if len(rep.RingKeyIDs) == 0 {
+			return "reports no session keys: a gateway older than this command?", false
+		}
+		return "holds " + strings.Join(rep.RingKeyIDs, " "), false
+	}
+	if !o.Wait {
+		reps, err := GatewayReplicas(ctx, hc, o.GatewayURL)
+		if err != nil {
+			return false, false, "", fmt.Errorf("cannot tell whether every gateway replica holds next key %s, so nothing was promoted: %w", kid, err)
+		}
+		behind := replicasBehind(reps, holds)
+		return len(behind) == 0, false, strings.Join(behind, ", "), nil
+	}
+	fmt.Fprintf(o.Progress, "waiting until every gateway replica listed by %s holds next key %s (up to %s)\n", o.GatewayURL, kid, timeout)
+	reps, err := waitReplicas(ctx, hc, o.GatewayURL, timeout, poll, "holding "+kid, holds)
+	if err != nil {
+		return false, true, "", fmt.Errorf("next key %s not promoted: %w; a replica that cannot re-read the ring logs \"session key ring reload failed\": fix its access to the ring and run the command again", kid, err)
+	}
+	fmt.Fprintf(o.Progress, "all %d gateway replicas hold next key %s\n", len(reps), kid)
+	return true, true, "", nil
 }
 
 // newestNext returns the most recently created next key.

@@ -548,27 +548,33 @@ func (r *rotation) waitAccepted(ctx context.Context, key string, created time.Ti
 // waitGateways waits until at least one replica is listed and every listed replica reports
 // fingerprint fp.
 func (r *rotation) waitGateways(ctx context.Context, fp string) ([]Replica, error) {
+	return waitReplicas(ctx, r.c.HTTPClient, r.c.GatewayURL, r.c.Timeout, r.c.Poll, "on "+fp, func(rep Replica) (string, bool) {
+		if rep.KeyFingerprint == fp {
+			return "", true
+		}
+		if rep.KeyFingerprint == "" {
+			return "no key", false
+		}
+		return rep.KeyFingerprint, false
+	})
+}
+
+// waitReplicas polls the gateway's replica registry until at least one replica is listed and
+// every listed one is current (current returns false and what the replica has instead), or
+// timeout passes; the error then names the replicas behind. what completes "replicas not yet
+// …" in that error.
+func waitReplicas(ctx context.Context, hc *http.Client, gatewayURL string, timeout, poll time.Duration, what string, current func(Replica) (string, bool)) ([]Replica, error) {
 	var reps []Replica
 	var last error
-	err := pollUntil(ctx, r.c.Timeout, r.c.Poll, func(ctx context.Context) (bool, error) {
+	err := pollUntil(ctx, timeout, poll, func(ctx context.Context) (bool, error) {
 		var err error
-		reps, err = GatewayReplicas(ctx, r.c.HTTPClient, r.c.GatewayURL)
+		reps, err = GatewayReplicas(ctx, hc, gatewayURL)
 		if err != nil {
 			last = err
 			return false, nil
 		}
-		var behind []string
-		for _, rep := range reps {
-			if rep.KeyFingerprint != fp {
-				fpr := rep.KeyFingerprint
-				if fpr == "" {
-					fpr = "no key"
-				}
-				behind = append(behind, rep.ID+" ("+fpr+")")
-			}
-		}
-		if len(behind) > 0 {
-			last = fmt.Errorf("replicas not yet on %s: %s", fp, strings.Join(behind, ", "))
+		if behind := replicasBehind(reps, current); len(behind) > 0 {
+			last = fmt.Errorf("replicas not yet %s: %s", what, strings.Join(behind, ", "))
 			return false, nil
 		}
 		return true, nil
@@ -580,6 +586,17 @@ func (r *rotation) waitGateways(ctx context.Context, fp string) ([]Replica, erro
 		return reps, err
 	}
 	return reps, nil
+}
+
+// replicasBehind describes the replicas that current rejects: "id (what it has)".
+func replicasBehind(reps []Replica, current func(Replica) (string, bool)) []string {
+	var behind []string
+	for _, rep := range reps {
+		if has, ok := current(rep); !ok {
+			behind = append(behind, rep.ID+" ("+has+")")
+		}
+	}
+	return behind
 }
 
 // errTimeout is a wait that ran out of time.

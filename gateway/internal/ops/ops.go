@@ -1,7 +1,7 @@
 // Package ops serves the gateway's operational endpoints: /healthz (the process is alive),
 // /readyz (the store is reachable and a function key is loaded, plus any extra checks) and
-// /readyz?replicas=1 (the replica registry: each replica's function-key fingerprint, so a key
-// rotation can see when every replica uses the new key). The registry is a record per replica
+// /readyz?replicas=1 (the replica registry: each replica's function-key fingerprint and
+// session-key ids, so a rotation can see when every replica uses the new key). The registry is a record per replica
 // in the store, `mcpgate:replica:{id}`, refreshed by a heartbeat and expiring with a TTL.
 package ops
 
@@ -36,12 +36,21 @@ type KeyStatus interface {
 	Fingerprint() string
 }
 
+// RingStatus reports the session-key ring a replica holds (session.Keeper satisfies it).
+type RingStatus interface {
+	// KeyIDs returns the ids of the keys the replica can open tokens with.
+	KeyIDs() []string
+}
+
 // Replica is one replica's registry record.
 type Replica struct {
 	ID             string    `json:"id"`
 	KeyFingerprint string    `json:"key_fingerprint"`
 	Time           time.Time `json:"time"`
 	Ready          bool      `json:"ready"`
+	// RingKeyIDs are the session-key ids this replica has loaded, so that a ring rotation
+	// can promote a next key once every replica knows it (empty: not reported).
+	RingKeyIDs []string `json:"ring_key_ids,omitempty"`
 }
 
 // Key names. The set lets List find records without scanning; members whose record expired
@@ -56,6 +65,7 @@ type Registry struct {
 	st       Store
 	id       string
 	keys     KeyStatus
+	ring     RingStatus
 	interval time.Duration
 	ttl      time.Duration
 	log      *slog.Logger
@@ -69,6 +79,8 @@ type RegistryOptions struct {
 	TTL time.Duration
 	// Logger for heartbeat failures (default: discard).
 	Logger *slog.Logger
+	// Ring, when set, adds the session-key ids the replica holds to its record.
+	Ring RingStatus
 }
 
 // NewRegistry returns the registry for replica id.
@@ -85,7 +97,7 @@ func NewRegistry(st Store, id string, keys KeyStatus, opts RegistryOptions) (*Re
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Registry{st: st, id: id, keys: keys, interval: opts.Interval, ttl: opts.TTL, log: opts.Logger}, nil
+	return &Registry{st: st, id: id, keys: keys, ring: opts.Ring, interval: opts.Interval, ttl: opts.TTL, log: opts.Logger}, nil
 }
 
 // ID is this replica's id.
@@ -94,6 +106,9 @@ func (r *Registry) ID() string { return r.id }
 // Beat writes this replica's record now.
 func (r *Registry) Beat(ctx context.Context) error {
 	rec := Replica{ID: r.id, KeyFingerprint: r.keys.Fingerprint(), Time: time.Now().UTC(), Ready: r.keys.Loaded()}
+	if r.ring != nil {
+		rec.RingKeyIDs = r.ring.KeyIDs()
+	}
 	b, err := json.Marshal(rec)
 	if err != nil {
 		return fmt.Errorf("ops: encode replica record: %w", err)

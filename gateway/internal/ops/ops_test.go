@@ -20,6 +20,10 @@ type keyStatus struct {
 func (k keyStatus) Loaded() bool        { return k.loaded }
 func (k keyStatus) Fingerprint() string { return k.fp }
 
+type ringStatus []string
+
+func (r ringStatus) KeyIDs() []string { return r }
+
 type downStore struct{ store.Store }
 
 func (downStore) Ping(context.Context) error { return errors.New("dial tcp: refused") }
@@ -42,7 +46,7 @@ func TestReadyAndRegistry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, _ := NewRegistry(st, "replica-b", keyStatus{true, "ffffffff"}, RegistryOptions{Interval: time.Hour})
+	b, _ := NewRegistry(st, "replica-b", keyStatus{true, "ffffffff"}, RegistryOptions{Interval: time.Hour, Ring: ringStatus{"k1", "k2"}})
 	if _, err := NewRegistry(st, "bad:id", keyStatus{}, RegistryOptions{}); err == nil {
 		t.Fatal("accepted a replica id with ':'")
 	}
@@ -57,6 +61,9 @@ func TestReadyAndRegistry(t *testing.T) {
 	code, body := get(t, h, "/readyz?replicas=1")
 	if code != 200 || !body.Ready || len(body.Replicas) != 2 || body.Replicas[0].ID != "replica-a" || body.Replicas[0].KeyFingerprint != "0a1b2c3d" || body.Replicas[1].KeyFingerprint != "ffffffff" {
 		t.Fatalf("%d %+v", code, body)
+	}
+	if got := body.Replicas[1].RingKeyIDs; len(got) != 2 || got[0] != "k1" || got[1] != "k2" || body.Replicas[0].RingKeyIDs != nil {
+		t.Fatalf("ring key ids: a %v, b %v (want none, [k1 k2])", body.Replicas[0].RingKeyIDs, got)
 	}
 	time.Sleep(80 * time.Millisecond) // replica-a's record expires (its TTL), b's does not
 	if reps, _ := a.List(ctx); len(reps) != 1 || reps[0].ID != "replica-b" {

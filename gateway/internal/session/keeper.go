@@ -128,6 +128,20 @@ func (k *Keeper) Run(ctx context.Context) {
 	}
 }
 
+// KeyIDs returns the ids of every key of the current ring (the keys this replica can open
+// tokens with), or nil before the first load. Key ids are not secret: every token carries one.
+func (k *Keeper) KeyIDs() []string {
+	r := k.ring.Load()
+	if r == nil {
+		return nil
+	}
+	ids := make([]string, len(r.keys))
+	for i, key := range r.keys {
+		ids[i] = key.ID
+	}
+	return ids
+}
+
 // LastError returns the error of the latest reload, or nil if it succeeded.
 func (k *Keeper) LastError() error {
 	if e := k.lastErr.Load(); e != nil {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -359,11 +360,18 @@ func TestKeeper(t *testing.T) {
 	if k.Ring().ActiveID() != r1.ActiveID() {
 		t.Fatal("ring replaced by an invalid one")
 	}
-	// A new ring is picked up.
-	r2 := newRing(t, newKey(t, session.StateActive))
+	if ids := k.KeyIDs(); len(ids) != 1 || ids[0] != r1.ActiveID() {
+		t.Fatalf("KeyIDs = %v, want [%s]", ids, r1.ActiveID())
+	}
+	// A new ring is picked up, and KeyIDs follows it.
+	next := newKey(t, session.StateNext)
+	r2 := newRing(t, newKey(t, session.StateActive), next)
 	doc2, _ := r2.Marshal()
 	cur.Store(&doc2)
 	waitUntil(t, func() bool { return k.Ring().ActiveID() == r2.ActiveID() })
+	if ids := k.KeyIDs(); !slices.Contains(ids, next.ID) || !slices.Contains(ids, r2.ActiveID()) || len(ids) != 2 {
+		t.Fatalf("KeyIDs = %v, want the active key and next key %s", ids, next.ID)
+	}
 	stop()
 	<-done
 	for _, key := range append(r1.Keys(), r2.Keys()...) {
@@ -372,6 +380,9 @@ func TestKeeper(t *testing.T) {
 		}
 	}
 
+	if p, _ := session.NewPendingKeeper(load, 0, nil); p.KeyIDs() != nil {
+		t.Fatalf("a keeper with no ring lists key ids %v", p.KeyIDs())
+	}
 	if _, err := session.NewKeeper(ctx, func(context.Context) ([]byte, error) { return nil, errors.New("nope") }, 0, nil); err == nil {
 		t.Fatal("NewKeeper succeeded with a failing first load")
 	}
