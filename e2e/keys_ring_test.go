@@ -201,7 +201,7 @@ func TestSecretsRotateRingAsksTheReplicas(t *testing.T) {
 	}
 }
 
-// waitRingKeys waits (bounded: heartbeats are 10 s apart) until each replica in ids lists kid
+// waitRingKeys waits (bounded) until each replica in ids lists kid
 // on /readyz?replicas=1.
 func waitRingKeys(t *testing.T, base string, ids map[string]bool, kid string) {
 	t.Helper()

@@ -103,32 +103,54 @@ func NewRegistry(st Store, id string, keys KeyStatus, opts RegistryOptions) (*Re
 // ID is this replica's id.
 func (r *Registry) ID() string { return r.id }
 
-// Beat writes this replica's record now.
-func (r *Registry) Beat(ctx context.Context) error {
+// record is this replica's record as of now.
+func (r *Registry) record() Replica {
 	rec := Replica{ID: r.id, KeyFingerprint: r.keys.Fingerprint(), Time: time.Now().UTC(), Ready: r.keys.Loaded()}
 	if r.ring != nil {
 		rec.RingKeyIDs = r.ring.KeyIDs()
 	}
-	b, err := json.Marshal(rec)
-	if err != nil {
-		return fmt.Errorf("ops: encode replica record: %w", err)
-	}
-	if err := r.st.Set(ctx, replicaPrefix+r.id, b, r.ttl); err != nil {
-		return fmt.Errorf("ops: write replica record: %w", err)
-	}
-	if err := r.st.SAdd(ctx, replicaSet, r.id, 0); err != nil {
-		return fmt.Errorf("ops: add replica to set: %w", err)
-	}
-	return nil
+	return rec
 }
 
-// Run beats every Interval until ctx ends, then removes this replica's record.
+// Beat writes this replica's record now.
+func (r *Registry) Beat(ctx context.Context) error {
+	_, err := r.beat(ctx)
+	return err
+}
+
+func (r *Registry) beat(ctx context.Context) (Replica, error) {
+	rec := r.record()
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return rec, fmt.Errorf("ops: encode replica record: %w", err)
+	}
+	if err := r.st.Set(ctx, replicaPrefix+r.id, b, r.ttl); err != nil {
+		return rec, fmt.Errorf("ops: write replica record: %w", err)
+	}
+	if err := r.st.SAdd(ctx, replicaSet, r.id, 0); err != nil {
+		return rec, fmt.Errorf("ops: add replica to set: %w", err)
+	}
+	return rec, nil
+}
+
+// changeCheck is how often Run looks for a change of the function key or the session-key
+// ring between heartbeats: a change is written at once, so that a rotation waiting on
+// /readyz?replicas=1 sees it within a second rather than a heartbeat interval.
+const changeCheck = time.Second
+
+// Run beats every Interval, and within changeCheck of a change of what the record reports,
+// until ctx ends; then it removes this replica's record.
 func (r *Registry) Run(ctx context.Context) {
-	t := time.NewTicker(r.interval)
+	t := time.NewTicker(min(r.interval, changeCheck))
 	defer t.Stop()
-	for {
-		if err := r.Beat(ctx); err != nil && ctx.Err() == nil {
-			r.log.Warn("replica heartbeat failed", "replica", r.id, "err", err)
+	var last Replica // the latest record written or attempted: a failure is retried when due
+	for first := true; ; first = false {
+		if first || !sameState(last, r.record()) || time.Since(last.Time) >= r.interval-changeCheck/2 {
+			var err error
+			last, err = r.beat(ctx)
+			if err != nil && ctx.Err() == nil {
+				r.log.Warn("replica heartbeat failed", "replica", r.id, "err", err)
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -140,6 +162,11 @@ func (r *Registry) Run(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// sameState reports whether two records report the same key, readiness and ring.
+func sameState(a, b Replica) bool {
+	return a.KeyFingerprint == b.KeyFingerprint && a.Ready == b.Ready && slices.Equal(a.RingKeyIDs, b.RingKeyIDs)
 }
 
 // List returns the live replicas sorted by id, dropping set members whose record expired.

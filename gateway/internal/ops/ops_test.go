@@ -6,6 +6,8 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,6 +25,47 @@ func (k keyStatus) Fingerprint() string { return k.fp }
 type ringStatus []string
 
 func (r ringStatus) KeyIDs() []string { return r }
+
+// liveRing is a RingStatus whose key ids change while the registry runs.
+type liveRing struct{ ids atomic.Pointer[[]string] }
+
+func (l *liveRing) KeyIDs() []string { return *l.ids.Load() }
+
+// TestRegistryPublishesChangesAtOnce: with an hour between heartbeats, a new ring key still
+// reaches the registry within about a second (what a ring rotation waits on).
+func TestRegistryPublishesChangesAtOnce(t *testing.T) {
+	st := store.NewMemory()
+	defer st.Close()
+	ring := &liveRing{}
+	ring.ids.Store(&[]string{"k1"})
+	r, err := NewRegistry(st, "replica-a", keyStatus{true, "0a1b2c3d"}, RegistryOptions{Interval: time.Hour, Ring: ring})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { r.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	listed := func(want ...string) bool {
+		reps, err := r.List(t.Context())
+		return err == nil && len(reps) == 1 && slices.Equal(reps[0].RingKeyIDs, want)
+	}
+	waitUntil(t, func() bool { return listed("k1") })
+	ring.ids.Store(&[]string{"k1", "k2"})
+	waitUntil(t, func() bool { return listed("k1", "k2") })
+}
+
+// waitUntil polls cond for up to 5 s (a bound against hangs, not a timing assertion).
+func waitUntil(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 5 s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
 
 type downStore struct{ store.Store }
 
