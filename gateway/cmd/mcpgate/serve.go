@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/time/rate"
 
@@ -87,7 +88,9 @@ type gateway struct {
 	otel    *telemetry.OTel
 	handler http.Handler
 	metrics http.Handler
-	closers []func()
+	// registry holds every metric the gateway registered (docs/metrics.md is generated from it).
+	registry *telemetry.Registry
+	closers  []func()
 }
 
 func (g *gateway) close() {
@@ -108,6 +111,7 @@ func newGateway(ctx context.Context, cfg *config.Serve, logger *slog.Logger) (gw
 		replicaID = config.DefaultReplicaID(randomHex(3))
 	}
 	reg := telemetry.NewRegistry()
+	g.registry = reg
 	httpMetrics := telemetry.NewHTTPMetrics(reg)
 	if g.otel, err = telemetry.SetupOTel(ctx, "mcpgate", version); err != nil {
 		return nil, fmt.Errorf("OpenTelemetry: %w", err)
@@ -176,6 +180,7 @@ func newGateway(ctx context.Context, cfg *config.Serve, logger *slog.Logger) (gw
 	if err != nil {
 		return nil, fmt.Errorf("load the session-key ring from %s: %w (create it with `mcpgate secrets generate`)", ringSrc.Describe(), err)
 	}
+	registerRingMetrics(reg, g.keeper)
 	g.grants = grants.New(g.store, g.keeper, grants.Options{AccessTTL: cfg.AccessTokenTTL, RefreshTTL: cfg.RefreshTokenTTL, Logger: logger})
 
 	// Function key.
@@ -467,4 +472,34 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// registerRingMetrics exports the state of the session-key ring keeper: a replica that can no
+// longer re-read the ring keeps its last good one (and holds a ring rotation back), which
+// these show before a rotation does.
+func registerRingMetrics(reg prometheus.Registerer, k *session.Keeper) {
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "mcpgate_session_ring_loaded",
+			Help: "1 when a session-key ring is loaded (0: the replica is not ready).",
+		}, func() float64 {
+			if k.Loaded() {
+				return 1
+			}
+			return 0
+		}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "mcpgate_session_ring_reload_failures_total",
+			Help: "Session-key ring loads that failed (source unreachable or an invalid document); the last good ring stays in use.",
+		}, func() float64 { return float64(k.ReloadFailures()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "mcpgate_session_ring_last_load_timestamp_seconds",
+			Help: "Unix time of the latest successful session-key ring load (0: none yet).",
+		}, func() float64 {
+			if t := k.LastLoad(); !t.IsZero() {
+				return float64(t.UnixNano()) / 1e9
+			}
+			return 0
+		}),
+	)
 }

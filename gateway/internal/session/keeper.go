@@ -23,6 +23,8 @@ type Keeper struct {
 	logger   *slog.Logger
 	ring     atomic.Pointer[Ring]
 	lastErr  atomic.Pointer[error]
+	failures atomic.Uint64 // failed reloads
+	lastLoad atomic.Int64  // unix nanoseconds of the latest successful load
 }
 
 // NewKeeper loads the ring once (that load must succeed) and returns a Keeper. interval ≤ 0
@@ -83,15 +85,18 @@ func (k *Keeper) Reload(ctx context.Context) error {
 	if err != nil {
 		err = fmt.Errorf("load session key ring: %w", err)
 		k.lastErr.Store(&err)
+		k.failures.Add(1)
 		return err
 	}
 	r, err := ParseRing(doc)
 	if err != nil {
 		k.lastErr.Store(&err)
+		k.failures.Add(1)
 		return err
 	}
 	old := k.ring.Swap(r)
 	k.lastErr.Store(nil)
+	k.lastLoad.Store(time.Now().UnixNano())
 	if old == nil || old.ActiveID() != r.ActiveID() || len(old.keys) != len(r.keys) {
 		k.logger.Info("session key ring loaded", "active_kid", r.ActiveID(), "keys", len(r.keys))
 	}
@@ -140,6 +145,18 @@ func (k *Keeper) KeyIDs() []string {
 		ids[i] = key.ID
 	}
 	return ids
+}
+
+// ReloadFailures counts the loads that failed (source unreachable or an invalid document).
+func (k *Keeper) ReloadFailures() uint64 { return k.failures.Load() }
+
+// LastLoad is when the ring was last loaded successfully (zero before the first load, and for
+// NewStaticKeeper).
+func (k *Keeper) LastLoad() time.Time {
+	if n := k.lastLoad.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
 }
 
 // LastError returns the error of the latest reload, or nil if it succeeded.

@@ -346,9 +346,13 @@ func TestKeeper(t *testing.T) {
 	done := make(chan struct{})
 	go func() { k.Run(runCtx); close(done) }()
 
-	// A failing source keeps the last good ring.
+	if k.ReloadFailures() != 0 || k.LastLoad().IsZero() {
+		t.Fatalf("after a good load: %d failures, last load %v", k.ReloadFailures(), k.LastLoad())
+	}
+	// A failing source keeps the last good ring, and counts.
 	fail.Store(true)
-	waitUntil(t, func() bool { return k.LastError() != nil })
+	waitUntil(t, func() bool { return k.LastError() != nil && k.ReloadFailures() > 0 })
+	stuck := k.LastLoad()
 	if k.Ring().ActiveID() != r1.ActiveID() {
 		t.Fatal("ring lost on failure")
 	}
@@ -362,6 +366,9 @@ func TestKeeper(t *testing.T) {
 	}
 	if ids := k.KeyIDs(); len(ids) != 1 || ids[0] != r1.ActiveID() {
 		t.Fatalf("KeyIDs = %v, want [%s]", ids, r1.ActiveID())
+	}
+	if !k.LastLoad().Equal(stuck) {
+		t.Fatal("LastLoad moved without a successful load")
 	}
 	// A new ring is picked up, and KeyIDs follows it.
 	next := newKey(t, session.StateNext)

@@ -12,15 +12,15 @@ import (
 )
 
 // NewRegistry returns a Prometheus registry with the Go runtime and process collectors.
-func NewRegistry() *prometheus.Registry {
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+func NewRegistry() *Registry {
+	reg := &Registry{Registry: prometheus.NewRegistry()}
+	reg.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return reg
 }
 
 // MetricsHandler serves reg at /metrics (mount it on the private metrics listener only).
-func MetricsHandler(reg *prometheus.Registry) http.Handler {
-	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
+func MetricsHandler(reg *Registry) http.Handler {
+	return promhttp.HandlerFor(reg.Registry, promhttp.HandlerOpts{Registry: reg.Registry})
 }
 
 // HTTPMetrics counts requests and observes their latency per endpoint, method and status.
