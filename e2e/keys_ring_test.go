@@ -181,7 +181,7 @@ func TestSecretsRotateRingAsksTheReplicas(t *testing.T) {
 	out, errOut = runMcpgate(t, state, "secrets", "rotate", "--file", ring, "--gateway-url", lb.URL, "--wait", "--timeout", "60s", "--json")
 	var step3 struct{ Action, Promoted string }
 	mustJSON(t, out, &step3)
-	if step3.Action != "promoted" || step3.Promoted != k2 || !strings.Contains(errOut, "all 3 gateway replicas hold next key "+k2) {
+	if step3.Action != "promoted" || step3.Promoted != k2 || !strings.Contains(errOut, "every gateway replica (3) holds next key "+k2) {
 		t.Fatalf("step 3: %s\nstderr: %s", out, errOut)
 	}
 	if states, active := ringState(t, state, ring); active != k2 || states[k1] != "retired" {

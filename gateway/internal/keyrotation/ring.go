@@ -258,7 +258,6 @@ func RotateRing(ctx context.Context, s Secret, o RingRotateOptions) (*RingResult
 	if len(dropped) > 0 {
 		res.Message += fmt.Sprintf("; dropped retired keys older than that: %v", dropped)
 	}
-	fmt.Fprintln(o.Progress, res.Message)
 	return res, nil
 }
 
@@ -299,7 +298,7 @@ func ringReplicasReady(ctx context.Context, o RingRotateOptions, kid string) (re
 	if err != nil {
 		return false, true, "", fmt.Errorf("next key %s not promoted: %w; a replica that cannot re-read the ring logs \"session key ring reload failed\": fix its access to the ring and run the command again", kid, err)
 	}
-	fmt.Fprintf(o.Progress, "all %d gateway replicas hold next key %s\n", len(reps), kid)
+	fmt.Fprintf(o.Progress, "every gateway replica (%d) holds next key %s\n", len(reps), kid)
 	return true, true, "", nil
 }
 
