@@ -127,8 +127,17 @@ func TestSessionTokens(t *testing.T) {
 		if st != 200 || m2["scope"] != "mcp:tools" || !e.tokenValid(m2["access_token"].(string), testPublic+"/mcp") {
 			t.Fatalf("%d %v", st, m2)
 		}
-		resp, m3 := e.token(t, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {m2["refresh_token"].(string)}, "client_id": {c.ID}, "resource": {testPublic + "/mcp/sse"}})
+		rt := m2["refresh_token"].(string)
+		resp, m3 := e.token(t, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}, "client_id": {c.ID}, "resource": {testPublic + "/mcp/sse"}})
 		wantOAuthError(t, resp, m3, 400, "invalid_target")
+		// The refused request consumed nothing: long after the reuse grace, the same refresh
+		// token still works (a rotation there would have made this a replay that ends the
+		// session).
+		e.clock.Advance(time.Minute)
+		defer e.clock.Advance(-time.Minute)
+		if st, m4 := refresh(rt); st != 200 || !e.tokenValid(m4["access_token"].(string), testPublic+"/mcp") {
+			t.Fatalf("refresh after a refused resource: %d %v", st, m4)
+		}
 	})
 }
 

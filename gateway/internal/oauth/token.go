@@ -264,8 +264,11 @@ func (s *Server) refresh(ctx context.Context, client *clients.Client, f url.Valu
 	if rt == "" {
 		return nil, errInvalidRequest("refresh_token is required")
 	}
-	if res, ok := f["resource"]; ok {
-		if _, ok := s.resourceParam(res); !ok {
+	res, hasResource := f["resource"]
+	var resource string
+	if hasResource {
+		var ok bool
+		if resource, ok = s.resourceParam(res); !ok {
 			return nil, &tokenError{status: http.StatusBadRequest, code: "invalid_target", desc: "resource is not served here"}
 		}
 	}
@@ -274,7 +277,19 @@ func (s *Server) refresh(ctx context.Context, client *clients.Client, f url.Valu
 			return nil, &tokenError{status: http.StatusBadRequest, code: "invalid_scope", desc: "unknown scope"}
 		}
 	}
-	ts, g, err := s.grants.Refresh(ctx, rt, client.ID, s.refreshUpstream)
+	// The resource is checked against the grant before anything changes: a refused request
+	// must not consume the refresh token (a later use would be a replay that ends the session).
+	refreshUpstream := func(ctx context.Context, g *grants.Grant, up identity.Tokens) (identity.User, identity.Tokens, error) {
+		if hasResource && resource != g.Resource {
+			return identity.User{}, identity.Tokens{}, errResourceMismatch
+		}
+		return s.refreshUpstream(ctx, g, up)
+	}
+	ts, g, err := s.grants.Refresh(ctx, rt, client.ID, refreshUpstream)
+	if errors.Is(err, errResourceMismatch) || (err == nil && hasResource && resource != g.Resource) {
+		// (The second case: a retry within the grace period returns the stored token set.)
+		return nil, &tokenError{status: http.StatusBadRequest, code: "invalid_target", desc: "resource does not match the grant"}
+	}
 	if err != nil {
 		var upErr *upstream.Error
 		var refused *refusedError
@@ -306,13 +321,11 @@ func (s *Server) refresh(ctx context.Context, client *clients.Client, f url.Valu
 			return nil, errUnavailable
 		}
 	}
-	if res, ok := f["resource"]; ok {
-		if r, _ := s.resourceParam(res); r != g.Resource {
-			return nil, &tokenError{status: http.StatusBadRequest, code: "invalid_target", desc: "resource does not match the grant"}
-		}
-	}
 	return s.tokenResponse(client, ts), nil
 }
+
+// errResourceMismatch refuses a refresh whose resource is not the grant's, before rotation.
+var errResourceMismatch = errors.New("oauth: refresh: resource does not match the grant")
 
 // refreshUpstream is the grants.RefreshFunc: it refreshes the upstream tokens, so that a user
 // disabled at the IdP loses access at the next refresh.
