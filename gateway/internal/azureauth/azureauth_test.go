@@ -2,6 +2,7 @@ package azureauth
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -34,12 +35,17 @@ type identityEndpoint struct {
 	issued   []string
 }
 
-// Client ids of the user-assigned identities. MSAL caches managed-identity tokens per process
-// and identity, so each test uses its own.
-const (
-	testClientID  = "5c1e6f2a-0b7d-4c55-9a43-0d5f7e1a2b3c"
-	redisClientID = "7d2f8a3b-1c8e-4d66-8b54-1e6a8f2b3c4d"
-)
+// newClientID returns a fresh client id for a user-assigned identity. MSAL caches
+// managed-identity tokens per process, identity and resource, so every test (and every
+// repetition under -count) needs its own identity, or it gets another run's cached token.
+func newClientID(t *testing.T) string {
+	t.Helper()
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}
 
 func newIdentityEndpoint(t *testing.T, lifetime time.Duration, clientID string) *identityEndpoint {
 	t.Helper()
@@ -101,8 +107,9 @@ func jwtShaped(claims map[string]any) string {
 // TestClientAssertionFromManagedIdentity: the federated credential's assertion is the managed
 // identity's token for api://AzureADTokenExchange, fetched with the user-assigned client id.
 func TestClientAssertionFromManagedIdentity(t *testing.T) {
-	ie := newIdentityEndpoint(t, time.Hour, testClientID)
-	cred, err := ManagedIdentity(testClientID)
+	clientID := newClientID(t)
+	ie := newIdentityEndpoint(t, time.Hour, clientID)
+	cred, err := ManagedIdentity(clientID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,10 +140,11 @@ func TestClientAssertionFromManagedIdentity(t *testing.T) {
 }
 
 func TestWorkloadPicksManagedIdentityByClientID(t *testing.T) {
-	ie := newIdentityEndpoint(t, time.Hour, testClientID)
+	clientID := newClientID(t)
+	ie := newIdentityEndpoint(t, time.Hour, clientID)
 	cred, err := Workload(func(k string) string {
 		if k == "AZURE_CLIENT_ID" {
-			return testClientID
+			return clientID
 		}
 		return ""
 	})
@@ -190,6 +198,7 @@ func startRedis(t *testing.T) *redis.Client {
 // Tokens live 3 s; the test shows the same connection re-authenticating (AUTH) with each new
 // token, never failing one, and a new connection signing in with the current token.
 func TestRedisCredentialsReauthenticate(t *testing.T) {
+	redisClientID := newClientID(t)
 	ie := newIdentityEndpoint(t, 3*time.Second, redisClientID)
 	admin := startRedis(t)
 	ie.onIssue = func(resource, tok string) error {

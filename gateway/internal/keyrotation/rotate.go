@@ -565,23 +565,26 @@ func (r *rotation) waitGateways(ctx context.Context, fp string) ([]Replica, erro
 // …" in that error.
 func waitReplicas(ctx context.Context, hc *http.Client, gatewayURL string, timeout, poll time.Duration, what string, current func(Replica) (string, bool)) ([]Replica, error) {
 	var reps []Replica
-	var last error
+	var behind, probeErr error // what the latest answer said; the latest probe's failure
 	err := pollUntil(ctx, timeout, poll, func(ctx context.Context) (bool, error) {
-		var err error
-		reps, err = GatewayReplicas(ctx, hc, gatewayURL)
+		r, err := GatewayReplicas(ctx, hc, gatewayURL)
 		if err != nil {
-			last = err
+			probeErr = err
 			return false, nil
 		}
-		if behind := replicasBehind(reps, current); len(behind) > 0 {
-			last = fmt.Errorf("replicas not yet %s: %s", what, strings.Join(behind, ", "))
+		reps, probeErr = r, nil
+		if b := replicasBehind(reps, current); len(b) > 0 {
+			behind = fmt.Errorf("replicas not yet %s: %s", what, strings.Join(b, ", "))
 			return false, nil
 		}
 		return true, nil
 	})
 	if err != nil {
-		if last != nil {
-			err = fmt.Errorf("%w: %v", err, last)
+		// The replicas behind matter most; a probe that failed at the end comes second.
+		for _, e := range []error{behind, probeErr} {
+			if e != nil {
+				err = fmt.Errorf("%w: %v", err, e)
+			}
 		}
 		return reps, err
 	}

@@ -198,7 +198,7 @@ func TestRotateARMGatewaysStuck(t *testing.T) {
 	e := newARMEnv(t)
 	e.gw.setStuck(funckey.Fingerprint(e.oldValue))
 	cfg := e.config()
-	cfg.Timeout = 1500 * time.Millisecond // the wait always runs out here; room for slow (-race) probes
+	cfg.Timeout = 2 * time.Second // the wait always runs out here; room for slow (-race, loaded) probes
 	res, err := keyrotation.Rotate(t.Context(), cfg)
 	se := stepErr(t, err, "gateways")
 	if !strings.Contains(se.Error(), "gw-b") || !strings.Contains(se.Error(), "roll back") || !strings.Contains(se.Error(), "az functionapp keys list") {
