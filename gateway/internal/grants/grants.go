@@ -59,6 +59,8 @@ const (
 	maxCacheEntries = 100_000
 	// rotateLockTTL bounds how long one refresh may hold a grant's rotation lock.
 	rotateLockTTL = 30 * time.Second
+	// rotateTimeout bounds one rotation (the upstream refresh and the save) once the lock is held.
+	rotateTimeout = 20 * time.Second
 	// rotateWait bounds how long a concurrent refresh waits for the one holding the lock.
 	rotateWait = 5 * time.Second
 )
@@ -472,10 +474,15 @@ func (m *Manager) Refresh(ctx context.Context, refreshToken, clientID string, re
 				return nil, nil, unavailable("lock grant", err)
 			}
 			if ok {
-				ts, g, err := m.rotate(ctx, rec, c, refreshUpstream, now)
+				// Once the lock is held the rotation finishes even if the client goes away:
+				// the upstream refresh may already have rotated the IdP's refresh token, and
+				// the new one must be saved (bounded well inside the lock's lifetime).
+				rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rotateTimeout)
+				ts, g, err := m.rotate(rctx, rec, c, refreshUpstream, now)
 				if err != nil {
-					_ = m.st.Del(context.WithoutCancel(ctx), lock)
+					_ = m.st.Del(rctx, lock)
 				}
+				cancel()
 				return ts, g, err
 			}
 			// Another request is rotating this generation right now: wait for its result.

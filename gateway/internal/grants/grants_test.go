@@ -293,6 +293,31 @@ func TestRefreshRotation(t *testing.T) {
 	})
 }
 
+// TestRefreshFinishesWhenTheClientLeaves: the client gives up while the upstream refresh runs
+// (the IdP has already rotated its refresh token): the rotation is still saved, so the new
+// upstream tokens are not lost and a retry within the grace window gets the same token set.
+func TestRefreshFinishesWhenTheClientLeaves(t *testing.T) {
+	_, st := startRedis(t)
+	m := start(t, st, newKeeper(t), grants.Options{RefreshGrace: 30 * time.Second})
+	ts0 := issue(t, m, mcpRes)
+	ctx, cancel := context.WithCancel(t.Context())
+	leave := func(_ context.Context, g *grants.Grant, _ identity.Tokens) (identity.User, identity.Tokens, error) {
+		cancel() // the MCP client disconnects; the IdP has answered
+		return g.User, identity.Tokens{AccessToken: "at-after-leave", RefreshToken: "rt-after-leave"}, nil
+	}
+	ts1, g1, err := m.Refresh(ctx, ts0.RefreshToken, client, leave)
+	if err != nil {
+		t.Fatalf("refresh whose client left: %v", err)
+	}
+	if up, err := m.UpstreamTokens(t.Context(), g1, ts1.AccessToken); err != nil || up.RefreshToken != "rt-after-leave" {
+		t.Fatalf("the IdP's rotated refresh token was not saved: %+v, %v", up, err)
+	}
+	again, _, err := m.Refresh(t.Context(), ts0.RefreshToken, client, nil)
+	if err != nil || *again != *ts1 {
+		t.Fatalf("retry within grace: %v", err)
+	}
+}
+
 func TestRefreshReuseAfterGraceRevokes(t *testing.T) {
 	clk := newClock()
 	m := start(t, store.NewMemory(), newKeeper(t), grants.Options{RefreshGrace: 30 * time.Second, Now: clk.Now})

@@ -306,6 +306,11 @@ type verifiedUser struct {
 func (o *OIDC) verify(ctx context.Context, raw string) (verifiedUser, error) {
 	tok, err := o.verifier.Verify(oidc.ClientContext(ctx, o.client), raw)
 	if err != nil {
+		if keysUnavailable(ctx, err) {
+			// Nothing is known about the token yet: the IdP (or this request) failed, not the
+			// sign-in. At refresh this must not end the session.
+			return verifiedUser{}, &Error{Code: "temporarily_unavailable", Description: "the identity provider's signing keys could not be fetched to check the ID token", err: err}
+		}
 		return verifiedUser{}, &Error{Code: "invalid_id_token", Description: "ID token rejected: " + err.Error(), err: err}
 	}
 	var c claims
@@ -322,6 +327,14 @@ func (o *OIDC) verify(ctx context.Context, raw string) (verifiedUser, error) {
 		}
 	}
 	return verifiedUser{User: c.user(), nonce: c.Nonce}, nil
+}
+
+// keysUnavailable reports whether an ID token check failed because the IdP's key set could
+// not be fetched (network error, an error status, or ctx ended meanwhile) rather than because
+// the token is bad. go-oidc wraps that failure with %v, so only its message tells:
+// "failed to verify signature: fetching keys …" (oidc/jwks.go, RemoteKeySet.verify).
+func keysUnavailable(ctx context.Context, err error) bool {
+	return ctx.Err() != nil || strings.Contains(err.Error(), "fetching keys")
 }
 
 // maxTokenResponse bounds a token endpoint response.
