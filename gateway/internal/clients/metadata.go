@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"mime"
@@ -81,6 +82,10 @@ func mustPort(p string) uint16 {
 	return uint16(n)
 }
 
+// errAddrRefused: the document's host is, or resolves to, an address that is not public
+// unicast (a refusal, not an outage).
+var errAddrRefused = errors.New("refused address")
+
 // checkedAddr resolves host and returns an address to dial; it refuses the host when any
 // answer is not a public unicast address (so a mixed answer cannot be raced).
 func (f *metadataFetcher) checkedAddr(ctx context.Context, host string) (netip.Addr, error) {
@@ -98,7 +103,7 @@ func (f *metadataFetcher) checkedAddr(ctx context.Context, host string) (netip.A
 	}
 	for _, a := range addrs {
 		if !f.addrAllowed(a) {
-			return netip.Addr{}, fmt.Errorf("%s resolves to a refused address %s", host, a)
+			return netip.Addr{}, fmt.Errorf("%w: %s resolves to %s", errAddrRefused, host, a)
 		}
 	}
 	return addrs[0].Unmap(), nil
@@ -111,7 +116,7 @@ func (f *metadataFetcher) controlDial(_, address string, _ syscall.RawConn) erro
 		return fmt.Errorf("dial %s: %w", address, err)
 	}
 	if !f.addrAllowed(ap.Addr()) {
-		return fmt.Errorf("dial to refused address %s", ap.Addr())
+		return fmt.Errorf("%w: dial to %s", errAddrRefused, ap.Addr())
 	}
 	return nil
 }
@@ -223,10 +228,16 @@ func (f *metadataFetcher) fetch(ctx context.Context, clientID string) (*Client, 
 	req.Header.Set("User-Agent", "mcpgate-client-metadata-fetcher")
 	resp, err := f.client.Do(req)
 	if err != nil {
-		return nil, 0, fmt.Errorf("fetch: %w", err)
+		if errors.Is(err, errAddrRefused) {
+			return nil, 0, fmt.Errorf("fetch: %w", err)
+		}
+		return nil, 0, &fetchUnavailable{fmt.Errorf("fetch: %w", err)}
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
+	switch {
+	case resp.StatusCode >= 500, resp.StatusCode == http.StatusTooManyRequests, resp.StatusCode == http.StatusRequestTimeout:
+		return nil, 0, &fetchUnavailable{fmt.Errorf("fetch: HTTP status %d", resp.StatusCode)}
+	case resp.StatusCode != http.StatusOK:
 		return nil, 0, fmt.Errorf("fetch: HTTP status %d", resp.StatusCode)
 	}
 	mt, _, err := mime.ParseMediaType(resp.Header.Get("Content-Type"))
@@ -238,7 +249,7 @@ func (f *metadataFetcher) fetch(ctx context.Context, clientID string) (*Client, 
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, f.maxBytes+1))
 	if err != nil {
-		return nil, 0, fmt.Errorf("fetch: read: %w", err)
+		return nil, 0, &fetchUnavailable{fmt.Errorf("fetch: read: %w", err)}
 	}
 	if int64(len(body)) > f.maxBytes {
 		return nil, 0, fmt.Errorf("fetch: document larger than %d bytes", f.maxBytes)
@@ -303,15 +314,28 @@ func cacheTTL(cc string) time.Duration {
 	return max(MinMetadataTTL, min(ttl, MaxMetadataTTL))
 }
 
+// fetchUnavailable is a fetch failure that may pass: the document host is down, slow or
+// overloaded. It is not cached as a refusal.
+type fetchUnavailable struct{ err error }
+
+func (e *fetchUnavailable) Error() string { return e.err.Error() }
+func (e *fetchUnavailable) Unwrap() error { return e.err }
+
+// staleTTL is how long the last good copy of a metadata document is kept, to be served when
+// a refetch fails for a reason that may pass (RFC 5861's stale-if-error): a client whose
+// document host has an outage keeps working.
+const staleTTL = 7 * 24 * time.Hour
+
 type cachedDocument struct {
 	Client *Client `json:"client,omitempty"`
 	Error  string  `json:"error,omitempty"`
 }
 
 // getMetadataDocument returns the client for a metadata-document id from the cache, or
-// fetches it (one fetch per id at a time). Failures are cached briefly too.
+// fetches it (one fetch per id at a time). Refusals (an invalid document, a 4xx) are cached
+// briefly too; a fetch failure that may pass is not, and falls back to the last good copy.
 func (r *Registry) getMetadataDocument(ctx context.Context, clientID string) (*Client, error) {
-	key := cacheKey("cimd", clientID)
+	key, staleKey := cacheKey("cimd", clientID), cacheKey("cimd-last-good", clientID)
 	if doc, err := r.cache.Get(ctx, key); err == nil {
 		var cd cachedDocument
 		if json.Unmarshal(doc, &cd) == nil {
@@ -327,16 +351,31 @@ func (r *Registry) getMetadataDocument(ctx context.Context, clientID string) (*C
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.fetcher.client.Timeout)
 		defer cancel()
 		c, ttl, err := r.fetcher.fetch(fctx, clientID)
+		if unavailable := (*fetchUnavailable)(nil); errors.As(err, &unavailable) {
+			if doc, gerr := r.cache.Get(ctx, staleKey); gerr == nil {
+				var cd cachedDocument
+				if json.Unmarshal(doc, &cd) == nil && cd.Client != nil && cd.Client.ID == clientID {
+					r.log.WarnContext(ctx, "client metadata document unavailable; using the last good copy", "client_id", truncate(clientID, 200), "err", err)
+					return cd.Client, nil
+				}
+			}
+			r.log.WarnContext(ctx, "client metadata document unavailable", "client_id", truncate(clientID, 200), "err", err)
+			return nil, fmt.Errorf("%w: %v", ErrMetadataUnavailable, err)
+		}
 		if err != nil {
 			r.log.WarnContext(ctx, "client metadata document refused", "client_id", truncate(clientID, 200), "err", err)
 			if doc, merr := json.Marshal(cachedDocument{Error: err.Error()}); merr == nil {
 				_ = r.cache.Set(ctx, key, doc, negativeTTL)
 			}
+			_ = r.cache.Del(ctx, staleKey) // the document is gone or invalid now: no fallback
 			return nil, fmt.Errorf("%w: %v", ErrMetadataDocument, err)
 		}
 		c.CreatedAt = r.now().UTC().Truncate(time.Second)
 		if doc, err := json.Marshal(cachedDocument{Client: c}); err == nil {
 			if err := r.cache.Set(ctx, key, doc, ttl); err != nil {
+				r.log.WarnContext(ctx, "client cache write failed", "err", err)
+			}
+			if err := r.cache.Set(ctx, staleKey, doc, staleTTL); err != nil {
 				r.log.WarnContext(ctx, "client cache write failed", "err", err)
 			}
 		}

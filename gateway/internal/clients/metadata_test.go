@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -282,4 +283,110 @@ func FuzzMetadataDocument(f *testing.F) {
 			t.Fatalf("accepted %+v", c)
 		}
 	})
+}
+
+// mapCache is a Cache whose entries the test expires by hand.
+type mapCache struct {
+	mu sync.Mutex
+	m  map[string][]byte
+}
+
+func (c *mapCache) Get(_ context.Context, k string) ([]byte, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if v, ok := c.m[k]; ok {
+		return v, nil
+	}
+	return nil, ErrNotFound
+}
+
+func (c *mapCache) Set(_ context.Context, k string, v []byte, _ time.Duration) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.m[k] = v
+	return nil
+}
+
+func (c *mapCache) Del(_ context.Context, k string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.m, k)
+	return nil
+}
+
+func (c *mapCache) expire(k string) { _ = c.Del(context.Background(), k) }
+
+// TestMetadataDocumentOutage: a document host that is down (5xx, unreachable) is not a
+// refusal. The last good copy keeps the client working; without one the lookup fails as
+// unavailable (503 upstream of here), never as an unknown client (invalid_client, which makes
+// MCP clients drop their registration and tokens), and nothing is negative-cached, so the
+// first request after the outage works. A 404 is a refusal and drops the last good copy.
+func TestMetadataDocumentOutage(t *testing.T) {
+	ctx := context.Background()
+	var status atomic.Int32 // 0: serve the document
+	m := newMetadataServer(t, false, func(w http.ResponseWriter, r *http.Request, self string) {
+		if s := int(status.Load()); s != 0 {
+			http.Error(w, "outage", s)
+			return
+		}
+		validDoc(w, self)
+	})
+	cache := &mapCache{m: map[string][]byte{}}
+	r := cimdRegistry(t, Options{AllowLoopbackMetadata: true, Cache: cache})
+	id := m.srv.URL + "/doc.json"
+	fresh, lastGood := cacheKey("cimd", id), cacheKey("cimd-last-good", id)
+	if _, err := r.Get(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+
+	status.Store(http.StatusServiceUnavailable)
+	cache.expire(fresh)
+	if c, err := r.Get(ctx, id); err != nil || c.ID != id {
+		t.Fatalf("outage with a last good copy: %v", err)
+	}
+	if _, err := r.Authenticate(ctx, id, "", AuthNone); err != nil {
+		t.Fatalf("Authenticate during the outage: %v", err)
+	}
+
+	cache.expire(fresh)
+	cache.expire(lastGood)
+	_, err := r.Get(ctx, id)
+	if !errors.Is(err, ErrMetadataUnavailable) || errors.Is(err, ErrMetadataDocument) {
+		t.Fatalf("outage without a copy: %v (want ErrMetadataUnavailable only)", err)
+	}
+	if _, err := r.Authenticate(ctx, id, "", AuthNone); err == nil || errors.Is(err, ErrInvalidClient) {
+		t.Fatalf("Authenticate during the outage: %v (must not be invalid_client)", err)
+	}
+	m.srv.Close() // unreachable: the same
+	if _, err := r.Get(ctx, id); !errors.Is(err, ErrMetadataUnavailable) {
+		t.Fatalf("host unreachable: %v", err)
+	}
+
+	m2 := newMetadataServer(t, false, func(w http.ResponseWriter, r *http.Request, self string) {
+		if s := int(status.Load()); s != 0 {
+			http.Error(w, "outage", s)
+			return
+		}
+		validDoc(w, self)
+	})
+	id2 := m2.srv.URL + "/doc.json"
+	status.Store(http.StatusBadGateway)
+	if _, err := r.Get(ctx, id2); !errors.Is(err, ErrMetadataUnavailable) {
+		t.Fatalf("502: %v", err)
+	}
+	status.Store(0) // back: no negative cache in the way
+	if _, err := r.Get(ctx, id2); err != nil {
+		t.Fatalf("first lookup after the outage: %v", err)
+	}
+
+	status.Store(http.StatusNotFound) // the document is gone: a refusal, and no fallback any more
+	cache.expire(cacheKey("cimd", id2))
+	if _, err := r.Get(ctx, id2); !errors.Is(err, ErrMetadataDocument) {
+		t.Fatalf("404: %v", err)
+	}
+	status.Store(http.StatusServiceUnavailable)
+	cache.expire(cacheKey("cimd", id2))
+	if _, err := r.Get(ctx, id2); !errors.Is(err, ErrMetadataUnavailable) {
+		t.Fatalf("outage after a 404: %v (the last good copy must be gone)", err)
+	}
 }

@@ -25,8 +25,13 @@ var (
 	ErrNotFound = errors.New("client not found")
 	// ErrInvalidClient: client authentication at the token endpoint failed (OAuth invalid_client).
 	ErrInvalidClient = errors.New("invalid client authentication")
-	// ErrMetadataDocument: a Client ID Metadata Document could not be fetched or is invalid.
+	// ErrMetadataDocument: a Client ID Metadata Document is invalid, or its URL answered that
+	// it does not exist (a 4xx status): the client is unknown.
 	ErrMetadataDocument = errors.New("client metadata document refused")
+	// ErrMetadataUnavailable: a Client ID Metadata Document could not be fetched for a reason
+	// that may pass (network error, timeout, 5xx, 429) and no earlier good copy is kept: the
+	// client is not unknown, the lookup failed (503, not invalid_client).
+	ErrMetadataUnavailable = errors.New("client metadata document unavailable")
 )
 
 // Defaults for Options.
@@ -134,7 +139,7 @@ func (r *Registry) MetadataDocumentsSupported() bool { return r.fetcher != nil }
 // Get returns the client with this id: a pre-registered client, a Client ID Metadata
 // Document (https URL ids, fetched and cached) or a dynamic registration (cache, then backend).
 // Unknown ids give an error wrapping ErrNotFound; a refused metadata document gives one
-// wrapping ErrMetadataDocument.
+// wrapping ErrMetadataDocument, one that could not be fetched just now ErrMetadataUnavailable.
 func (r *Registry) Get(ctx context.Context, clientID string) (*Client, error) {
 	if clientID == "" || len(clientID) > maxURILen {
 		return nil, ErrNotFound

@@ -1,9 +1,7 @@
 package oauth
 
 import (
-	"encoding/json"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
@@ -15,16 +13,7 @@ import (
 // loopback through the registry's test-only switch): the consent page marks it unverified and
 // names the document's host, and the tokens are issued to the URL client id.
 func TestMetadataDocumentClient(t *testing.T) {
-	var docURL string
-	doc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(map[string]any{
-			"client_id": docURL, "client_name": "CIMD Client", "redirect_uris": []string{"http://127.0.0.1:3000/callback"},
-			"token_endpoint_auth_method": "none", "grant_types": []string{"authorization_code", "refresh_token"},
-		})
-	}))
-	defer doc.Close()
-	docURL = doc.URL + "/client.json"
+	docURL := startDocServer(t, nil)
 	e := newEnv(t, func(_ *Config, o *clients.Options) { o.AllowLoopbackMetadata = true })
 	c := testClient{ID: docURL, Redirect: "http://127.0.0.1:3000/callback"}
 	b := newBrowser(e.h)
@@ -33,7 +22,7 @@ func TestMetadataDocumentClient(t *testing.T) {
 	wantStatus(t, resp, http.StatusFound)
 	loc := location(t, resp)
 	page := body(t, b.get(testPublic+loc.RequestURI()))
-	u, _ := url.Parse(doc.URL)
+	u, _ := url.Parse(docURL)
 	if !strings.Contains(page, "CIMD Client") || !strings.Contains(page, "Unverified") || !strings.Contains(page, "metadata document at "+u.Host) {
 		t.Fatalf("consent page:\n%s", page)
 	}
