@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"slices"
 	"sync"
 	"time"
@@ -241,18 +240,21 @@ func (r *Redis) Ping(ctx context.Context) error {
 // Close implements Store.
 func (r *Redis) Close() error { return r.client.Close() }
 
-// Subscription timings: how long a quiet connection waits before a health-check PING, and
-// the bounds of the reconnect backoff while Redis is down.
+// Subscription timings: how long a quiet connection waits before a health-check PING, how
+// long a PING may go unanswered before the connection counts as dead (long enough for a large
+// message to finish arriving: the answer queues behind it), and the bounds of the reconnect
+// backoff while Redis is down.
 const (
 	subHealthInterval = 500 * time.Millisecond
+	subDeadAfter      = 2 * time.Second
 	subBackoffMin     = 50 * time.Millisecond
 	subBackoffMax     = 500 * time.Millisecond
 )
 
 // Subscribe implements Store. It never fails because Redis is down: the subscription starts
 // unconfirmed, reports true on State once Redis confirms it and false whenever the connection
-// drops (detected by a failed read or an unanswered health-check PING within about a second),
-// and resubscribes by itself.
+// drops (detected by a failed read, or a health-check PING unanswered for two seconds), and
+// resubscribes by itself.
 func (r *Redis) Subscribe(ctx context.Context, channel string) (Subscription, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	s := &redisSub{
@@ -317,6 +319,31 @@ func (s *redisSub) Close() error {
 	return nil
 }
 
+// received is one read of a subscription connection.
+type received struct {
+	msg any
+	err error
+}
+
+// receive reads ps until a read fails, sending each result on out. Reads carry no deadline:
+// a deadline that fires while a reply is half read would leave the rest of it on the
+// connection, and the next read would start in the middle of a message (lost, and the
+// connection then fails with a protocol error). A connection that stops answering is found by
+// the health check instead, which closes it and so ends this read.
+func receive(ctx context.Context, ps *redis.PubSub, out chan<- received) {
+	for {
+		msg, err := ps.Receive(ctx)
+		select {
+		case out <- received{msg, err}:
+		case <-ctx.Done():
+			return
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
 func (s *redisSub) loop(ctx context.Context) {
 	defer close(s.done)
 	defer close(s.msgs)
@@ -333,61 +360,70 @@ func (s *redisSub) loop(ctx context.Context) {
 			}
 		}
 	}
-	ps := s.swap(ctx)
 	defer s.closePS()
-	if ps == nil {
-		return
-	}
 	backoff := subBackoffMin
-	pingPending := false
+	tick := time.NewTicker(subHealthInterval / 5)
+	defer tick.Stop()
 	for ctx.Err() == nil {
-		msg, err := ps.ReceiveTimeout(ctx, subHealthInterval)
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				if !pingPending {
-					pingPending = true
-					if err := ps.Ping(ctx); err == nil {
-						continue
+		ps := s.swap(ctx)
+		if ps == nil {
+			return
+		}
+		// One connection: a reader goroutine, and this loop for the health check.
+		cctx, stop := context.WithCancel(ctx)
+		in := make(chan received, 16)
+		readerDone := make(chan struct{})
+		go func() { defer close(readerDone); receive(cctx, ps, in) }()
+		lastSeen := time.Now()
+		var pingSent time.Time // zero: no health-check PING outstanding
+		healthy := true
+		for healthy && ctx.Err() == nil {
+			select {
+			case <-ctx.Done():
+			case r := <-in:
+				if r.err != nil {
+					healthy = false
+					break
+				}
+				lastSeen, pingSent = time.Now(), time.Time{}
+				backoff = subBackoffMin
+				switch m := r.msg.(type) {
+				case *redis.Subscription:
+					if m.Kind == "subscribe" && m.Channel == s.channel {
+						setState(true)
+					}
+				case *redis.Message:
+					select {
+					case s.msgs <- []byte(m.Payload):
+					case <-ctx.Done():
 					}
 				}
-				// No answer to the health check: the connection is dead or stuck.
-				// Start over with a fresh connection.
-				setState(false)
-				if ps = s.swap(ctx); ps == nil {
-					return
+			case now := <-tick.C:
+				switch {
+				case !pingSent.IsZero() && now.Sub(pingSent) >= subDeadAfter:
+					healthy = false // no answer to the health check: dead or stuck
+				case pingSent.IsZero() && now.Sub(lastSeen) >= subHealthInterval:
+					pingSent = now
+					// The answer (a Pong) arrives through the reader; a write that fails
+					// shows up there too, as the connection is closed.
+					go func() { _ = ps.Ping(cctx) }()
 				}
-				pingPending = false
-				continue
 			}
-			setState(false)
-			pingPending = false
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(backoff):
-			}
-			backoff = min(backoff*2, subBackoffMax)
-			continue
 		}
-		backoff = subBackoffMin
-		pingPending = false
-		switch m := msg.(type) {
-		case *redis.Subscription:
-			if m.Kind == "subscribe" && m.Channel == s.channel {
-				setState(true)
-			}
-		case *redis.Message:
-			select {
-			case s.msgs <- []byte(m.Payload):
-			case <-ctx.Done():
-				return
-			}
-		case *redis.Pong:
+		// Close the connection (ending the read), then wait for the reader.
+		s.closePS()
+		stop()
+		<-readerDone
+		if ctx.Err() != nil {
+			return
 		}
+		setState(false)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, subBackoffMax)
 	}
 }
 
