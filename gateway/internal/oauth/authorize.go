@@ -123,6 +123,8 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		Created:     s.now().Unix(),
 	}
 	s.pruneFlowCookies(w, r)
+	// The cookie is set at or after p.Created with Max-Age = StateTTL, and every record of the
+	// flow expires at p.Created + StateTTL (flowTTL): the cookie outlives all of them.
 	http.SetCookie(w, s.cookies.cookie(p.FlowCookie, binding, s.stateTTL))
 
 	ring := s.keys.Ring()
@@ -131,7 +133,7 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		s.startUpstream(w, r, p, http.StatusFound)
 		return
 	}
-	if err := s.putRecord(ctx, kindPending, flowID, p, s.stateTTL); err != nil {
+	if err := s.putRecord(ctx, kindPending, flowID, p, s.flowTTL(&p)); err != nil {
 		s.storeFailure(w, r, "authorize", err)
 		return
 	}
@@ -167,11 +169,19 @@ func (s *Server) authorizePage(w http.ResponseWriter, r *http.Request, status in
 }
 
 // startUpstream sets up a fresh upstream sign-in for p: our own random state (never the
-// client's), nonce and PKCE verifier, stored single-use, then redirects to the IdP.
+// client's), nonce and PKCE verifier, stored single-use until the flow's deadline (what is
+// left of StateTTL since /authorize, not a fresh StateTTL: the callback must not outlive the
+// flow cookie), then redirects to the IdP.
 func (s *Server) startUpstream(w http.ResponseWriter, r *http.Request, p pendingAuth, status int) {
+	ttl := s.flowTTL(&p)
+	if ttl == 0 {
+		s.m.event("authorize", "expired")
+		s.errorPage(w, r, http.StatusBadRequest, "Request expired", "This authorization request has expired. Return to the application and connect again.", "")
+		return
+	}
 	state := randomToken(32)
 	rec := upstreamState{pendingAuth: p, Nonce: randomToken(32), Verifier: randomToken(32)}
-	if err := s.putRecord(r.Context(), kindState, state, rec, s.stateTTL); err != nil {
+	if err := s.putRecord(r.Context(), kindState, state, rec, ttl); err != nil {
 		s.storeFailure(w, r, "authorize", err)
 		return
 	}

@@ -96,9 +96,10 @@ func (s *Server) consentPage(w http.ResponseWriter, r *http.Request) {
 	s.render(w, r, http.StatusOK, "consent", view, s.consentFormAction(p.RedirectURI))
 }
 
-// consentDecision handles the consent form: Origin, Sec-Fetch-Site, CSRF and the flow cookie
-// are checked, the pending authorization is taken (single use), then Allow remembers the
-// consent and goes to the IdP, Deny sends access_denied to the client.
+// consentDecision handles the consent form: Origin, Sec-Fetch-Site, CSRF, the flow cookie and
+// the client are checked on the pending authorization, which is only then taken (single use),
+// so that a refused POST does not use the request up; then Allow remembers the consent and
+// goes to the IdP, Deny sends access_denied to the client.
 func (s *Server) consentDecision(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	if origin := r.Header.Get("Origin"); origin != "" && origin != s.issuer {
@@ -133,7 +134,8 @@ func (s *Server) consentDecision(w http.ResponseWriter, r *http.Request) {
 		s.consentError(w, r, http.StatusBadRequest, "Invalid request", "Choose Allow or Deny.")
 		return
 	}
-	p, ok := s.loadPending(w, r, id, true)
+	// Read, check, then take: a refused POST leaves the request for the real consent page.
+	p, ok := s.loadPending(w, r, id, false)
 	if !ok {
 		return
 	}
@@ -142,6 +144,11 @@ func (s *Server) consentDecision(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if _, ok := s.pendingClient(w, r, p); !ok {
+		return
+	}
+	// Single use: of two answers that passed the checks at once, only the one whose GETDEL
+	// finds the record goes on.
+	if p, ok = s.loadPending(w, r, id, true); !ok {
 		return
 	}
 	if action == "deny" {
@@ -275,7 +282,7 @@ func hostOf(raw string) string {
 }
 
 // loadPending reads the pending authorization id (taking it when take is true) and answers
-// the error page itself when it has expired or the store fails.
+// the error page itself when it has expired, was already answered, or the store fails.
 func (s *Server) loadPending(w http.ResponseWriter, r *http.Request, id string, take bool) (*pendingAuth, bool) {
 	var p pendingAuth
 	if err := s.getRecord(r.Context(), kindPending, id, take, &p); err != nil {

@@ -144,8 +144,11 @@ type Config struct {
 	Now func() time.Time
 	// CodeTTL is the authorization-code lifetime (default 5 min, at most 10 min).
 	CodeTTL time.Duration
-	// StateTTL bounds a pending authorization: consent page plus upstream sign-in
-	// (default 10 min, at most 30 min).
+	// StateTTL bounds one authorization flow, from /authorize to the IdP's callback: consent
+	// page plus upstream sign-in together (default 10 min, at most 30 min). The flow cookie
+	// (Max-Age = StateTTL) and every record of the flow (pending authorization, upstream
+	// state) share one deadline, StateTTL after /authorize: a record written later gets what
+	// is left, never a fresh StateTTL, so no flow outlives its cookie.
 	StateTTL time.Duration
 	// ConsentTTL is how long a remembered consent lasts (default 30 days).
 	ConsentTTL time.Duration

@@ -40,7 +40,9 @@ type pendingAuth struct {
 	// its value.
 	FlowCookie string `json:"flow_cookie"`
 	Binding    string `json:"binding"`
-	Created    int64  `json:"created"`
+	// Created is when /authorize accepted the request (Unix seconds). It fixes the flow's
+	// deadline, Created + StateTTL, shared by the flow cookie and every record of the flow.
+	Created int64 `json:"created"`
 }
 
 // upstreamState is a pending authorization sent to the IdP: our state maps to it.
@@ -59,7 +61,31 @@ type codeRecord struct {
 	Scope       string          `json:"scope"`
 	User        identity.User   `json:"user"`
 	Tokens      identity.Tokens `json:"tokens"`
-	Issued      int64           `json:"issued"`
+	// Issued is when the code was issued (Unix seconds): the code expires at Issued + CodeTTL.
+	Issued int64 `json:"issued"`
+}
+
+// minRecordTTL is the shortest lifetime a record is written with: a flow or code with less
+// left is treated as expired.
+const minRecordTTL = time.Second
+
+// remainingTTL is what is left now of a lifetime ttl that began at the Unix second start, or
+// 0 when less than minRecordTTL is left. start is rounded down, so a record written with the
+// result never outlives the original deadline (nor, for a flow, its cookie, set at or after
+// start with Max-Age = StateTTL).
+func (s *Server) remainingTTL(start int64, ttl time.Duration) time.Duration {
+	left := time.Unix(start, 0).Add(ttl).Sub(s.now())
+	if left < minRecordTTL {
+		return 0
+	}
+	return left
+}
+
+// flowTTL is the lifetime left to the authorization p (0 when it has expired): the records
+// written after /authorize get this, not a fresh StateTTL, so that no record of a flow
+// outlives its flow cookie.
+func (s *Server) flowTTL(p *pendingAuth) time.Duration {
+	return s.remainingTTL(p.Created, s.stateTTL)
 }
 
 func recordID(kind, secret string) string { return hashKey("oauth/"+kind+"/id", secret) }
@@ -73,8 +99,12 @@ func recordKey(kind, secret string) []byte {
 	return sum[:]
 }
 
-// putRecord encrypts v and stores it for ttl.
+// putRecord encrypts v and stores it for ttl (which must be positive: a record never lives
+// forever).
 func (s *Server) putRecord(ctx context.Context, kind, secret string, v any, ttl time.Duration) error {
+	if ttl <= 0 {
+		return fmt.Errorf("store %s record: no lifetime left (%s)", kind, ttl)
+	}
 	pt, err := json.Marshal(v)
 	if err != nil {
 		return fmt.Errorf("encode %s record: %w", kind, err)

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/mcpgate/mcpgate/gateway/internal/clients"
 	"github.com/mcpgate/mcpgate/gateway/internal/grants"
@@ -203,7 +204,8 @@ func (s *Server) exchangeCode(ctx context.Context, client *clients.Client, f url
 		s.log.ErrorContext(ctx, "token: store unavailable", "err", err)
 		return nil, errUnavailable
 	}
-	// The code is burnt from here on, whatever happens next.
+	// The code is burnt from here on if the client's own checks fail; only a failure to issue
+	// the grant (our side, answered 503 "retry later") gives it back.
 	if subtle.ConstantTimeCompare([]byte(rec.ClientID), []byte(client.ID)) != 1 {
 		s.log.WarnContext(ctx, "token: code presented by another client", "client_id", clip(client.ID))
 		return nil, errInvalidGrant("the authorization code was issued to another client")
@@ -230,6 +232,7 @@ func (s *Server) exchangeCode(ctx context.Context, client *clients.Client, f url
 	}, rec.Tokens)
 	if err != nil {
 		s.log.ErrorContext(ctx, "token: issue grant failed", "client_id", clip(client.ID), "err", err)
+		s.restoreCode(ctx, code, &rec)
 		return nil, errUnavailable
 	}
 	if err := s.st.Set(ctx, store.Key("oauth", kindUsed, recordID(kindCode, code)), []byte(ts.GrantID), usedCodeTTL); err != nil {
@@ -237,6 +240,29 @@ func (s *Server) exchangeCode(ctx context.Context, client *clients.Client, f url
 	}
 	s.log.InfoContext(ctx, "tokens issued", "client_id", clip(client.ID), "user", rec.User.ID(), "resource", rec.Resource)
 	return s.tokenResponse(client, ts), nil
+}
+
+// restoreCodeTimeout bounds the write that gives back a code after a failed issue.
+const restoreCodeTimeout = 2 * time.Second
+
+// restoreCode puts back an authorization code taken by a request that passed every check but
+// could not be answered because the grant could not be issued (a failure on our side, such as
+// the store, answered 503 temporarily_unavailable), so that the client's identical retry,
+// which the 503 invites, succeeds. The code keeps its original deadline (Issued + CodeTTL): it
+// is written with what is left of its lifetime, and not at all when (almost) nothing is left.
+// The write runs even if the client has gone.
+func (s *Server) restoreCode(ctx context.Context, code string, rec *codeRecord) {
+	ttl := s.remainingTTL(rec.Issued, s.codeTTL)
+	if ttl == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), restoreCodeTimeout)
+	defer cancel()
+	if err := s.putRecord(ctx, kindCode, code, rec, ttl); err != nil {
+		s.log.ErrorContext(ctx, "token: could not give back the authorization code after a failed issue", "client_id", clip(rec.ClientID), "err", err)
+		return
+	}
+	s.m.event("token", "code_restored")
 }
 
 // codeReplay revokes the grant issued for a code presented a second time (RFC 6749 §4.1.2:
@@ -272,6 +298,12 @@ func (s *Server) refresh(ctx context.Context, client *clients.Client, f url.Valu
 			return nil, &tokenError{status: http.StatusBadRequest, code: "invalid_target", desc: "resource is not served here"}
 		}
 	}
+	// RFC 6749 §6: a refresh must not widen the grant. Every known scope is within it:
+	// mcp:tools is always granted, and offline_access is what holding a refresh token means
+	// (they are issued to every client registered for the refresh_token grant). So a known
+	// scope is accepted and the response carries the grant's scope; anything else is refused.
+	// A scope added later that is granted selectively needs a check against the grant here,
+	// before the rotation, as for the resource.
 	if sc := f.Get("scope"); sc != "" {
 		if _, ok := parseScope(sc); !ok {
 			return nil, &tokenError{status: http.StatusBadRequest, code: "invalid_scope", desc: "unknown scope"}
@@ -286,8 +318,9 @@ func (s *Server) refresh(ctx context.Context, client *clients.Client, f url.Valu
 		return s.refreshUpstream(ctx, g, up)
 	}
 	ts, g, err := s.grants.Refresh(ctx, rt, client.ID, refreshUpstream)
+	// The second case: a retry within the grace period returns the stored token set without
+	// calling refreshUpstream (and without changing anything), so it is checked here.
 	if errors.Is(err, errResourceMismatch) || (err == nil && hasResource && resource != g.Resource) {
-		// (The second case: a retry within the grace period returns the stored token set.)
 		return nil, &tokenError{status: http.StatusBadRequest, code: "invalid_target", desc: "resource does not match the grant"}
 	}
 	if err != nil {
