@@ -77,6 +77,13 @@ type Config struct {
 	// BackendHeaderTimeout bounds the wait for the backend's response headers (default 240 s;
 	// stateless JSON responses send headers only when the tool finishes). Exceeded: 504.
 	BackendHeaderTimeout time.Duration
+	// BodyReadTimeout bounds reading a request body (default 30 s, DefaultBodyReadTimeout):
+	// a client that declares a body and stops sending gets 408 and frees its connection.
+	BodyReadTimeout time.Duration
+	// WriteProgressTimeout bounds each write of a response to the client (default 30 s,
+	// DefaultWriteProgressTimeout): a client that stops reading is cut off, freeing the
+	// goroutine and the backend connection; streams stay open as long as they move.
+	WriteProgressTimeout time.Duration
 	// Transport is the backend round tripper (default: a tuned http.Transport). Wrap it for
 	// tracing (telemetry.OTel.Transport).
 	Transport http.RoundTripper
@@ -127,6 +134,8 @@ const (
 	DefaultMaxBodyBytes         = 5 << 20
 	DefaultKeepAlive            = 15 * time.Second
 	DefaultBackendHeaderTimeout = 240 * time.Second
+	DefaultBodyReadTimeout      = 30 * time.Second
+	DefaultWriteProgressTimeout = 30 * time.Second
 	DefaultRateLimit            = rate.Limit(10)
 	DefaultScope                = "mcp:tools"
 )
@@ -152,6 +161,12 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	if cfg.BackendHeaderTimeout <= 0 {
 		cfg.BackendHeaderTimeout = DefaultBackendHeaderTimeout
+	}
+	if cfg.BodyReadTimeout <= 0 {
+		cfg.BodyReadTimeout = DefaultBodyReadTimeout
+	}
+	if cfg.WriteProgressTimeout <= 0 {
+		cfg.WriteProgressTimeout = DefaultWriteProgressTimeout
 	}
 	if cfg.RateLimit == 0 {
 		cfg.RateLimit = DefaultRateLimit

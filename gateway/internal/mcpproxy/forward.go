@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -203,51 +204,26 @@ func (f *forwarder) serve(w http.ResponseWriter, r *http.Request, c *Call) {
 		writeRPCError(w, http.StatusServiceUnavailable, codeUnavailable, "Service not ready, retry shortly")
 		return
 	}
-	var body []byte
-	if r.Body != nil && r.Body != http.NoBody {
-		body, err = readBody(r.Body, r.ContentLength, f.p.cfg.MaxBodyBytes)
-		if err != nil {
-			if errors.Is(err, errTooLarge) {
-				c.Outcome = "body_too_large"
-				writeRPCError(w, http.StatusRequestEntityTooLarge, codeTooLarge, "Request body too large")
-				return
-			}
-			c.Outcome = "body_read_error"
-			writeRPCError(w, http.StatusBadRequest, -32700, "Could not read the request body")
+	body, err := ReadBody(w, r, f.p.cfg.MaxBodyBytes, f.p.cfg.BodyReadTimeout)
+	if err != nil {
+		if errors.Is(err, ErrBodyTooLarge) {
+			c.Outcome = "body_too_large"
+			writeRPCError(w, http.StatusRequestEntityTooLarge, codeTooLarge, "Request body too large")
 			return
 		}
-		if body == nil {
-			body = []byte{}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			c.Outcome = "body_timeout"
+			writeRPCError(w, http.StatusRequestTimeout, codeTimeout, "Request body not received in time")
+			return
 		}
+		c.Outcome = "body_read_error"
+		writeRPCError(w, http.StatusBadRequest, -32700, "Could not read the request body")
+		return
 	}
-	c.Method, c.Tool = mcpMethod(r.Header, body)
+	c.Method, c.Tool = mcpMethod(body)
+	w = withWriteProgress(w, f.p.cfg.WriteProgressTimeout)
 	st := &fwdState{call: c, w: w, key: key, body: body}
 	f.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), stateKey{}, st)))
-}
-
-var errTooLarge = errors.New("body too large")
-
-// readBody reads at most limit bytes of body; more is errTooLarge.
-func readBody(body io.Reader, contentLength, limit int64) ([]byte, error) {
-	if contentLength > limit {
-		return nil, errTooLarge
-	}
-	if contentLength >= 0 {
-		buf := make([]byte, contentLength)
-		if _, err := io.ReadFull(body, buf); err != nil {
-			return nil, err
-		}
-		return buf, nil
-	}
-	var b bytes.Buffer
-	n, err := b.ReadFrom(io.LimitReader(body, limit+1))
-	if err != nil {
-		return nil, err
-	}
-	if n > limit {
-		return nil, errTooLarge
-	}
-	return b.Bytes(), nil
 }
 
 // modifyResponse hides the backend's authentication details and sets up streams.

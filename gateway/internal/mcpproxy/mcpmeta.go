@@ -1,27 +1,19 @@
 package mcpproxy
 
-import (
-	"encoding/json"
-	"net/http"
-)
+import "encoding/json"
 
 // maxLogName bounds client-chosen strings in the access log.
 const maxLogName = 128
 
-// mcpMethod returns the JSON-RPC method and the tool, prompt or resource name of a request,
-// for the access log: from the Mcp-Method / Mcp-Name headers (2026-07-28), else from the body.
-// It never fails: an unparsable body gives empty strings. The body scan is a small
-// single-pass reader of the top-level "method" and of "params"."name" / "params"."uri"
-// (encoding/json's reflection cost ~10 µs per call on the hot path); FuzzMCPMethod checks
-// it against encoding/json.
-func mcpMethod(h http.Header, body []byte) (method, name string) {
-	if v := h["Mcp-Method"]; len(v) > 0 && v[0] != "" {
-		method = trunc(v[0])
-		if n := h["Mcp-Name"]; len(n) > 0 {
-			name = trunc(n[0])
-		}
-		return method, name
-	}
+// mcpMethod returns the JSON-RPC method and the tool, prompt or resource name of a request
+// body, for the access log. The body is what the backend acts on, so it is the only source:
+// the Mcp-Method / Mcp-Name headers (2026-07-28) are the client's own claim, checked by the
+// server only from that protocol version on, and a log must not record a harmless tools/list
+// for a body that calls a tool. It never fails: an unparsable body gives empty strings. The
+// scan is a small single-pass reader of the top-level "method" and of "params"."name" /
+// "params"."uri" (encoding/json's reflection cost ~10 µs per call on the hot path);
+// FuzzMCPMethod checks it against encoding/json.
+func mcpMethod(body []byte) (method, name string) {
 	s := scanner{b: body}
 	s.ws()
 	if s.i < len(s.b) && s.b[s.i] == '[' {

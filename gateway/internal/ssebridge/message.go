@@ -5,9 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
 	"mime"
 	"net/http"
+	"os"
 	"strconv"
 	"time"
 
@@ -117,11 +117,16 @@ func (b *Bridge) serveMessage(w http.ResponseWriter, r *http.Request, c *mcpprox
 		writeRPCError(w, http.StatusUnsupportedMediaType, codeInvalidRequest, "Content-Type must be application/json")
 		return
 	}
-	body, err := readBody(r.Body, r.ContentLength, b.cfg.MaxMessageBytes)
+	body, err := mcpproxy.ReadBody(w, r, b.cfg.MaxMessageBytes, mcpproxy.DefaultBodyReadTimeout)
 	if err != nil {
-		if errors.Is(err, errTooLarge) {
+		if errors.Is(err, mcpproxy.ErrBodyTooLarge) {
 			c.Outcome = "body_too_large"
 			writeRPCError(w, http.StatusRequestEntityTooLarge, codeTooLarge, "Message too large")
+			return
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			c.Outcome = "body_timeout"
+			writeRPCError(w, http.StatusRequestTimeout, codeInvalidRequest, "Message not received in time")
 			return
 		}
 		c.Outcome = "body_read_error"
@@ -281,27 +286,6 @@ func decodeEnvelope(p []byte) (id, bind, reqID string, raw []byte, ok bool) {
 		return "", "", "", nil, false
 	}
 	return string(idb), string(bb), string(rb), rest, true
-}
-
-var errTooLarge = errors.New("body too large")
-
-// readBody reads at most limit bytes of body; more is errTooLarge.
-func readBody(body io.Reader, contentLength, limit int64) ([]byte, error) {
-	if contentLength > limit {
-		return nil, errTooLarge
-	}
-	var buf bytes.Buffer
-	if contentLength > 0 {
-		buf.Grow(int(contentLength))
-	}
-	n, err := buf.ReadFrom(io.LimitReader(body, limit+1))
-	if err != nil {
-		return nil, err
-	}
-	if n > limit {
-		return nil, errTooLarge
-	}
-	return buf.Bytes(), nil
 }
 
 const maxLogName = 128
