@@ -129,3 +129,29 @@ func TestAccessLogNamesWhatTheBodyCalls(t *testing.T) {
 		t.Fatalf("the access log took the claimed name: %s", e.logText())
 	}
 }
+
+// TestBackendErrorsAreReplaced: a 5xx or 403 from the backend (the Functions host's or the
+// Azure front end's own page, naming the site) reaches the client as the gateway's JSON-RPC
+// error, without the backend's body or its Application Insights header.
+func TestBackendErrorsAreReplaced(t *testing.T) {
+	e := newEnv(t, nil)
+	const page = `<html><title>Service Unavailable</title>func-mcpgate-abc.azurewebsites.net is stopped</html>`
+	for status, want := range map[int]int{500: 502, 502: 502, 503: 503, 504: 504, 403: 502} {
+		e.handler = func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/html")
+			w.Header().Set("Request-Context", "appId=cid-v1:0a1b2c3d")
+			w.WriteHeader(status)
+			_, _ = io.WriteString(w, page)
+		}
+		resp, body := e.do(http.MethodPost, auth, callBody)
+		if resp.StatusCode != want || !strings.Contains(body, `"jsonrpc":"2.0"`) || !strings.Contains(body, `"id":null`) {
+			t.Fatalf("backend %d: got %d %s", status, resp.StatusCode, body)
+		}
+		if strings.Contains(body, "azurewebsites") || resp.Header.Get("Request-Context") != "" {
+			t.Fatalf("backend %d leaked: %v %s", status, resp.Header, body)
+		}
+		if status == 503 && resp.Header.Get("Retry-After") == "" {
+			t.Fatal("503 without Retry-After")
+		}
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -231,6 +232,15 @@ func (f *forwarder) modifyResponse(resp *http.Response) error {
 	h := resp.Header
 	delete(h, "Www-Authenticate") // the backend's challenge is about the function key, not the client
 	delete(h, "Set-Cookie")       // e.g. the Functions front end's affinity cookies: not for our origin
+	delete(h, "Request-Context")  // Application Insights' appId of the function app
+	if resp.StatusCode >= 500 || resp.StatusCode == http.StatusForbidden {
+		// The host's or Azure front end's own error (an HTML page naming the site, a host
+		// error text): the client gets the gateway's JSON-RPC error instead, never the
+		// backend's details. An MCP server's JSON-RPC errors travel with 200 or 4xx and pass.
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+		resp.Body.Close()
+		return &backendStatusError{status: resp.StatusCode}
+	}
 	if !isEventStream(h) {
 		return nil
 	}
@@ -260,7 +270,20 @@ func (f *forwarder) errorHandler(w http.ResponseWriter, r *http.Request, err err
 		}
 	}
 	var ne net.Error
+	var bse *backendStatusError
 	switch {
+	case errors.As(err, &bse):
+		outcome("backend_status_" + strconv.Itoa(bse.status))
+		f.p.metrics.backendErrors.WithLabelValues("error_status").Inc()
+		switch bse.status {
+		case http.StatusServiceUnavailable:
+			w.Header()["Retry-After"] = []string{"5"}
+			writeRPCError(w, http.StatusServiceUnavailable, codeUnavailable, "Service unavailable: the MCP backend is not ready, retry shortly")
+		case http.StatusGatewayTimeout:
+			writeRPCError(w, http.StatusGatewayTimeout, codeTimeout, "Gateway timeout: the MCP backend did not answer in time")
+		default:
+			writeRPCError(w, http.StatusBadGateway, codeBadGateway, "Bad gateway: the MCP backend failed")
+		}
 	case errors.Is(err, errBackendUnauthorized):
 		outcome("backend_unauthorized")
 		f.p.metrics.backendErrors.WithLabelValues("unauthorized").Inc()
@@ -282,6 +305,13 @@ func (f *forwarder) errorHandler(w http.ResponseWriter, r *http.Request, err err
 		f.p.log.LogAttrs(r.Context(), slog.LevelWarn, "backend request failed",
 			slog.String("request_id", st.call.RequestID), slog.String("err", err.Error()))
 	}
+}
+
+// backendStatusError is a backend answer replaced by the gateway's own error (a 5xx or 403).
+type backendStatusError struct{ status int }
+
+func (e *backendStatusError) Error() string {
+	return "backend answered " + strconv.Itoa(e.status)
 }
 
 // retryTransport retries once with a refreshed function key when the backend answers 401.

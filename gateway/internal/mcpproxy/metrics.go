@@ -28,7 +28,7 @@ func newMetrics(reg prometheus.Registerer, shared *telemetry.HTTPMetrics) *metri
 		}),
 		backendErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mcpgate_mcp_backend_errors_total",
-			Help: "Backend failures by kind (unreachable, timeout, unauthorized, no_key, body_too_large).",
+			Help: "Backend failures by kind (unreachable, timeout, unauthorized, error_status: a 5xx or 403 answer replaced by the gateway's error, no_key, body_too_large).",
 		}, []string{"kind"}),
 		keyRetries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mcpgate_mcp_backend_key_retries_total",
