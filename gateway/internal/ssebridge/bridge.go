@@ -66,6 +66,7 @@ const (
 	DefaultMaxPending        = 32
 	DefaultMaxQueuedEvents   = 256
 	DefaultMaxQueuedBytes    = 32 << 20
+	DefaultMaxQueuedPerUser  = 64 << 20
 	DefaultMaxResponseBytes  = 16 << 20
 	DefaultWriteTimeout      = 30 * time.Second
 	DefaultBackendTimeout    = 240 * time.Second
@@ -128,6 +129,11 @@ type Config struct {
 	// (defaults 256 events, 32 MiB); beyond, the stream is closed.
 	MaxQueuedEvents int
 	MaxQueuedBytes  int64
+	// MaxQueuedBytesPerUser bounds what waits to be written, or is being written, to all the
+	// streams of one user on this replica together (default 64 MiB): one user with many
+	// streams that are not read cannot hold MaxStreamsPerUser × MaxQueuedBytes. Beyond, the
+	// stream the event is for is closed.
+	MaxQueuedBytesPerUser int64
 	// MaxResponseBytes bounds one backend answer (a JSON body or one event; default 16 MiB).
 	MaxResponseBytes int64
 	// WriteTimeout bounds one write to the client (default 30 s); a client that stops
@@ -169,11 +175,18 @@ type Bridge struct {
 
 	mu      sync.Mutex
 	streams map[string]*stream
-	perUser map[string]int
+	perUser map[string]*userStreams
 	byGrant map[string][]*stream // open streams by grant id
 	// Grants revoked in the last recentRevokedWindow, oldest first in revokedOrder.
 	revoked      map[string]time.Time
 	revokedOrder []revokedGrant
+}
+
+// userStreams is one user's share of this replica: open streams (under Bridge.mu) and the
+// bytes queued or being written to them (shared by those streams).
+type userStreams struct {
+	n      int
+	queued atomic.Int64
 }
 
 type revokedGrant struct {
@@ -202,6 +215,7 @@ func New(cfg Config) (*Bridge, error) {
 	setDefault(&cfg.MaxPending, DefaultMaxPending)
 	setDefault(&cfg.MaxQueuedEvents, DefaultMaxQueuedEvents)
 	setDefault(&cfg.MaxQueuedBytes, DefaultMaxQueuedBytes)
+	setDefault(&cfg.MaxQueuedBytesPerUser, DefaultMaxQueuedPerUser)
 	setDefault(&cfg.MaxResponseBytes, DefaultMaxResponseBytes)
 	setDefault(&cfg.WriteTimeout, DefaultWriteTimeout)
 	setDefault(&cfg.BackendTimeout, DefaultBackendTimeout)
@@ -223,7 +237,7 @@ func New(cfg Config) (*Bridge, error) {
 		metrics: newMetrics(cfg.Registerer),
 		keyTTL:  3 * cfg.Heartbeat,
 		streams: map[string]*stream{},
-		perUser: map[string]int{},
+		perUser: map[string]*userStreams{},
 		byGrant: map[string][]*stream{},
 		revoked: map[string]time.Time{},
 	}

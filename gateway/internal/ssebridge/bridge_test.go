@@ -859,24 +859,7 @@ func TestSlowClientDropped(t *testing.T) {
 		c.MaxQueuedBytes, c.WriteTimeout = 256<<10, 300*time.Millisecond
 	})
 	tok := e.issue(t, "ada", public)
-	// Read the endpoint event, then nothing more.
-	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, a.srv.URL+"/mcp/sse", nil)
-	req.Host = "mcp.test"
-	req.Header.Set("Authorization", "Bearer "+tok.AccessToken)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil || resp.StatusCode != 200 {
-		t.Fatalf("GET: %v %v", err, resp)
-	}
-	defer resp.Body.Close()
-	var head []byte
-	for !bytes.HasSuffix(head, []byte("\n\n")) {
-		var b [1]byte
-		if _, err := resp.Body.Read(b[:]); err != nil {
-			t.Fatalf("endpoint event: %v", err)
-		}
-		head = append(head, b[0])
-	}
-	_, endpoint, _ := strings.Cut(strings.TrimSpace(string(head)), "data: ")
+	endpoint := openUnread(t, a, tok.AccessToken)
 	for i := 0; a.bridge.OpenStreams() == 1 && i < 2000; i++ {
 		resp, _ := do(t, a, http.MethodPost, endpoint, tok.AccessToken, "application/json", `{"jsonrpc":"2.0","id":1,"method":"big"}`)
 		if resp.StatusCode != 202 && resp.StatusCode != 503 && resp.StatusCode != 404 {
@@ -898,6 +881,84 @@ func TestSlowClientDropped(t *testing.T) {
 	}
 	if len(reasons) != 1 || (reasons[0] != "slow_client" && reasons[0] != "write_failed") {
 		t.Fatalf("closed reasons %v", reasons)
+	}
+}
+
+// openUnread opens a stream for tok on r, reads its endpoint event and then nothing more.
+func openUnread(t *testing.T, r *replica, tok string) (endpoint string) {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, r.srv.URL+"/mcp/sse", nil)
+	req.Host = "mcp.test"
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET: %v %v", err, resp)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	var head []byte
+	for !bytes.HasSuffix(head, []byte("\n\n")) {
+		var b [1]byte
+		if _, err := resp.Body.Read(b[:]); err != nil {
+			t.Fatalf("endpoint event: %v", err)
+		}
+		head = append(head, b[0])
+	}
+	_, endpoint, _ = strings.Cut(strings.TrimSpace(string(head)), "data: ")
+	return endpoint
+}
+
+// TestUserQueueBudget: the streams of one user share a budget for what waits to be written,
+// or is being written, to them. A user whose streams are not read loses streams once that
+// budget is spent, well before any stream reaches its own queue bound or its write timeout,
+// and another user's stream keeps working.
+func TestUserQueueBudget(t *testing.T) {
+	e := newEnv(t)
+	a := e.replica(t, "a", func(c *ssebridge.Config) {
+		c.MaxQueuedBytes, c.MaxQueuedBytesPerUser, c.WriteTimeout = 64<<20, 1<<20, time.Minute
+	})
+	greedy := e.issue(t, "ada", public)
+	var endpoints []string
+	for range 4 {
+		endpoints = append(endpoints, openUnread(t, a, greedy.AccessToken))
+	}
+	other := e.issue(t, "bob", public)
+	otherEP := openUnread(t, a, other.AccessToken)
+	// Until one of the greedy user's streams is closed (its endpoint then answers 404).
+	closed := false
+	for i := 0; !closed && i < 4000; i++ {
+		resp, _ := do(t, a, http.MethodPost, endpoints[i%len(endpoints)], greedy.AccessToken, "application/json", `{"jsonrpc":"2.0","id":1,"method":"big"}`)
+		switch resp.StatusCode {
+		case 202, 503:
+		case 404:
+			closed = true
+		default:
+			t.Fatalf("POST: %d", resp.StatusCode)
+		}
+	}
+	if !closed {
+		t.Fatal("no stream of the greedy user was closed")
+	}
+	// (A closed stream whose write is blocked stays registered until the write times out;
+	// its bytes stay charged to the user meanwhile, which is what bounds the memory.)
+	mfs, err := a.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dropped := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() == "mcpgate_sse_streams_dropped_total" {
+			for _, m := range mf.GetMetric() {
+				if m.GetLabel()[0].GetValue() == "user_queue_limit" {
+					dropped += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	if dropped < 1 {
+		t.Fatalf("no stream dropped for the user's queue budget (metrics %v)", mfs)
+	}
+	if resp, _ := do(t, a, http.MethodPost, otherEP, other.AccessToken, "application/json", `{"jsonrpc":"2.0","id":1,"method":"big"}`); resp.StatusCode != 202 {
+		t.Fatalf("the other user's stream: %d", resp.StatusCode)
 	}
 }
 

@@ -98,13 +98,13 @@ func FuzzRelayStream(f *testing.F) {
 	f.Add([]byte("data: a\ndata: b\r\n\r\n: c\n\nevent: other\ndata: x\n\n"))
 	f.Add([]byte("data"))
 	f.Fuzz(func(t *testing.T, body []byte) {
-		b := &Bridge{cfg: Config{MaxResponseBytes: 1 << 16, MaxQueuedBytes: 1 << 30, MaxQueuedEvents: 1 << 20}, metrics: newMetrics(nil)}
-		// writing: no writer goroutine (no sink here); events stay queued for take.
-		s := &stream{b: b, done: make(chan struct{}), writing: true}
+		b := &Bridge{cfg: Config{MaxResponseBytes: 1 << 16, MaxQueuedBytes: 1 << 30, MaxQueuedEvents: 1 << 20, MaxQueuedBytesPerUser: 1 << 30}, metrics: newMetrics(nil)}
+		// writing: no writer goroutine (no sink here); events stay queued for takeFinal.
+		s := &stream{b: b, done: make(chan struct{}), writing: true, budget: &userStreams{}}
 		s.ctx, s.cancel = context.WithCancel(context.Background())
 		defer s.cancel()
 		_, _ = b.relayStream(s, job{id: json.RawMessage("1"), hasID: true}, bytes.NewReader(body))
-		for _, ev := range s.take() {
+		for _, ev := range s.takeFinal() {
 			if !bytes.HasPrefix(ev, []byte("event: message\ndata: ")) || !bytes.HasSuffix(ev, []byte("\n\n")) ||
 				bytes.Contains(ev[:len(ev)-2], []byte("\n\n")) {
 				t.Fatalf("event %q", ev)

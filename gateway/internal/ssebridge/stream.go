@@ -51,6 +51,10 @@ type stream struct {
 	queue       [][]byte
 	queuedBytes int64
 	writing     bool // a writer goroutine runs
+	queueShut   bool // finalize took the queue: nothing more is queued
+	// budget is the user's share, charged for every queued event until it is written (or
+	// dropped); set when the stream is registered.
+	budget *userStreams
 
 	done      chan struct{} // closed by close()
 	closeOnce sync.Once
@@ -116,9 +120,11 @@ func (s *stream) finalize() {
 		s.ping.Stop()
 	}
 	deadline := time.Now().Add(time.Second)
-	if q := s.take(); len(q) > 0 && s.sink != nil {
+	q := s.takeFinal()
+	if len(q) > 0 && s.sink != nil {
 		_ = s.sink.write(bytes.Join(q, nil), deadline)
 	}
+	s.release(q)
 	if s.sink != nil {
 		s.sink.end(deadline)
 	}
@@ -132,14 +138,26 @@ func (s *stream) send(ev []byte) {
 		return
 	}
 	s.qmu.Lock()
-	if len(s.queue) >= s.b.cfg.MaxQueuedEvents || s.queuedBytes+int64(len(ev)) > s.b.cfg.MaxQueuedBytes {
+	if s.queueShut || s.budget == nil {
+		s.qmu.Unlock()
+		return
+	}
+	n := int64(len(ev))
+	if len(s.queue) >= s.b.cfg.MaxQueuedEvents || s.queuedBytes+n > s.b.cfg.MaxQueuedBytes {
 		s.qmu.Unlock()
 		s.b.metrics.dropped.WithLabelValues("slow_client").Inc()
 		s.close("slow_client")
 		return
 	}
+	if s.budget.queued.Add(n) > s.b.cfg.MaxQueuedBytesPerUser {
+		s.budget.queued.Add(-n)
+		s.qmu.Unlock()
+		s.b.metrics.dropped.WithLabelValues("user_queue_limit").Inc()
+		s.close("slow_client")
+		return
+	}
 	s.queue = append(s.queue, ev)
-	s.queuedBytes += int64(len(ev))
+	s.queuedBytes += n
 	start := !s.writing
 	s.writing = true
 	s.qmu.Unlock()
@@ -148,13 +166,24 @@ func (s *stream) send(ev []byte) {
 	}
 }
 
-// take returns the queued events and empties the queue.
-func (s *stream) take() [][]byte {
+// takeFinal returns the queued events and empties the queue for good (finalize).
+func (s *stream) takeFinal() [][]byte {
 	s.qmu.Lock()
 	defer s.qmu.Unlock()
 	q := s.queue
-	s.queue, s.queuedBytes = nil, 0
+	s.queue, s.queuedBytes, s.queueShut = nil, 0, true
 	return q
+}
+
+// release gives the bytes of written (or dropped) events back to the user's budget.
+func (s *stream) release(q [][]byte) {
+	var n int64
+	for _, ev := range q {
+		n += int64(len(ev))
+	}
+	if n > 0 && s.budget != nil {
+		s.budget.queued.Add(-n)
+	}
 }
 
 // writeLoop writes queued events until the queue is empty, then exits.
@@ -184,6 +213,7 @@ func (s *stream) writeLoop() {
 			s.ping.Reset(s.b.cfg.KeepAlive)
 		}
 		s.wmu.Unlock()
+		s.release(q)
 		if err != nil {
 			s.close("write_failed")
 			return
@@ -438,12 +468,18 @@ func (b *Bridge) add(s *stream) string {
 	if len(b.streams) >= b.cfg.MaxStreams {
 		return "replica_stream_limit"
 	}
-	if b.perUser[s.user] >= b.cfg.MaxStreamsPerUser {
+	u := b.perUser[s.user]
+	if u == nil {
+		u = &userStreams{}
+	}
+	if u.n >= b.cfg.MaxStreamsPerUser {
 		return "user_stream_limit"
 	}
 	b.handlers.Add(1) // under mu, so never concurrent with Shutdown's Wait from zero
 	b.streams[s.id] = s
-	b.perUser[s.user]++
+	u.n++
+	b.perUser[s.user] = u
+	s.budget = u
 	b.byGrant[s.grant.ID] = append(b.byGrant[s.grant.ID], s)
 	b.metrics.streams.Inc()
 	if b.recentlyRevokedLocked(s.grant.ID, time.Now()) {
@@ -457,8 +493,10 @@ func (b *Bridge) remove(s *stream) {
 	b.mu.Lock()
 	if b.streams[s.id] == s {
 		delete(b.streams, s.id)
-		if b.perUser[s.user]--; b.perUser[s.user] <= 0 {
-			delete(b.perUser, s.user)
+		if u := b.perUser[s.user]; u != nil {
+			if u.n--; u.n <= 0 {
+				delete(b.perUser, s.user)
+			}
 		}
 		if l := slices.DeleteFunc(b.byGrant[s.grant.ID], func(o *stream) bool { return o == s }); len(l) > 0 {
 			b.byGrant[s.grant.ID] = l
