@@ -11,7 +11,10 @@ import (
 	"strings"
 )
 
-var b64 = base64.RawURLEncoding
+// b64 is strict, so that every value has exactly one encoding: a cookie MAC whose last
+// character differs only in its unused bits is not the same MAC (RawURLEncoding alone would
+// decode both to the same bytes).
+var b64 = base64.RawURLEncoding.Strict()
 
 // randomToken returns n random bytes, base64url without padding.
 func randomToken(n int) string {
