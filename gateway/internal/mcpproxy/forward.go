@@ -61,7 +61,6 @@ type stateKey struct{}
 // fwdState travels in the outgoing request's context from serve to the proxy hooks.
 type fwdState struct {
 	call *Call
-	w    http.ResponseWriter
 	key  string
 	body []byte
 }
@@ -223,7 +222,7 @@ func (f *forwarder) serve(w http.ResponseWriter, r *http.Request, c *Call) {
 	}
 	c.Method, c.Tool = mcpMethod(body)
 	w = withWriteProgress(w, f.p.cfg.WriteProgressTimeout)
-	st := &fwdState{call: c, w: w, key: key, body: body}
+	st := &fwdState{call: c, key: key, body: body}
 	f.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), stateKey{}, st)))
 }
 
@@ -244,12 +243,8 @@ func (f *forwarder) modifyResponse(resp *http.Response) error {
 	if !isEventStream(h) {
 		return nil
 	}
+	// (A stream's writes are bounded one by one by the progress writer: no overall deadline.)
 	h["X-Accel-Buffering"] = []string{"no"}
-	st, _ := resp.Request.Context().Value(stateKey{}).(*fwdState)
-	if st != nil {
-		// A stream may outlive any server write timeout.
-		_ = http.NewResponseController(st.w).SetWriteDeadline(time.Time{})
-	}
 	if ka := f.p.cfg.KeepAlive; ka > 0 {
 		resp.Body = newKeepAliveBody(resp.Body, ka)
 	}

@@ -114,12 +114,12 @@ func (r *Registry) record() Replica {
 
 // Beat writes this replica's record now.
 func (r *Registry) Beat(ctx context.Context) error {
-	_, err := r.beat(ctx)
+	_, err := r.beat(ctx, r.record())
 	return err
 }
 
-func (r *Registry) beat(ctx context.Context) (Replica, error) {
-	rec := r.record()
+// beat writes rec and returns it.
+func (r *Registry) beat(ctx context.Context, rec Replica) (Replica, error) {
 	b, err := json.Marshal(rec)
 	if err != nil {
 		return rec, fmt.Errorf("ops: encode replica record: %w", err)
@@ -145,9 +145,9 @@ func (r *Registry) Run(ctx context.Context) {
 	defer t.Stop()
 	var last Replica // the latest record written or attempted: a failure is retried when due
 	for first := true; ; first = false {
-		if first || !sameState(last, r.record()) || time.Since(last.Time) >= r.interval-changeCheck/2 {
+		if now := r.record(); first || !sameState(last, now) || now.Time.Sub(last.Time) >= r.interval-changeCheck/2 {
 			var err error
-			last, err = r.beat(ctx)
+			last, err = r.beat(ctx, now)
 			if err != nil && ctx.Err() == nil {
 				r.log.Warn("replica heartbeat failed", "replica", r.id, "err", err)
 			}
